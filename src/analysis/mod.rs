@@ -1,0 +1,3 @@
+//! Metric analysis: providers that fetch samples and the judgements made on them.
+
+pub mod stats;

@@ -1,0 +1,1 @@
+//! Statistical comparison of canary and primary samples.

@@ -1,0 +1,1 @@
+//! The custom resources serin serves (API group `serin.dev`, version `v1alpha1`).

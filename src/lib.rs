@@ -1,0 +1,9 @@
+//! serin: a progressive-delivery controller for Kubernetes.
+//!
+//! The crate is split by concern: `api` holds the CRD types, `analysis` the metric
+//! providers and the statistics, `bench` the decision benchmark.
+#![forbid(unsafe_code)]
+
+pub mod analysis;
+pub mod api;
+pub mod bench;
