@@ -7,3 +7,5 @@
 pub mod analysis;
 pub mod api;
 pub mod bench;
+pub mod sim;
+pub mod workloads;

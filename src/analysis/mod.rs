@@ -1,3 +1,6 @@
 //! Metric analysis: providers that fetch samples and the judgements made on them.
 
+pub mod builtin;
+pub mod prometheus;
 pub mod stats;
+pub mod template;

@@ -1,0 +1,111 @@
+//! The Prometheus metric provider: runs an instant query and returns one number, with
+//! "no data", NaN and an unreachable server kept apart so that none of them can pass a
+//! check by accident.
+
+use std::time::Duration;
+
+use prometheus_http_query::{Client, Error as PromError, response::Data};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum QueryError {
+    #[error("Prometheus at {address} is unreachable: {reason}")]
+    Unreachable { address: String, reason: String },
+    #[error("Prometheus rejected the query: {0}")]
+    Rejected(String),
+    #[error("no data: the query returned no series")]
+    NoData,
+    #[error("no data: the query returned NaN")]
+    NaN,
+    #[error("invalid Prometheus address {0:?}")]
+    BadAddress(String),
+}
+
+impl QueryError {
+    /// A short label for metrics and events.
+    pub fn label(&self) -> &'static str {
+        match self {
+            QueryError::Unreachable { .. } => "unreachable",
+            QueryError::Rejected(_) => "rejected",
+            QueryError::NoData | QueryError::NaN => "no_data",
+            QueryError::BadAddress(_) => "bad_address",
+        }
+    }
+}
+
+/// Where and how to reach one Prometheus server.
+#[derive(Clone)]
+pub struct PrometheusProvider {
+    address: String,
+    client: Client,
+    headers: Vec<(String, String)>,
+}
+
+impl PrometheusProvider {
+    pub fn new(
+        address: &str,
+        headers: Vec<(String, String)>,
+        insecure_skip_verify: bool,
+    ) -> Result<Self, QueryError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .tls_danger_accept_invalid_certs(insecure_skip_verify)
+            .build()
+            .map_err(|e| QueryError::BadAddress(format!("{address}: {e}")))?;
+        let client =
+            Client::from(http, address).map_err(|_| QueryError::BadAddress(address.to_string()))?;
+        Ok(PrometheusProvider {
+            address: address.to_string(),
+            client,
+            headers,
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Runs `query` now and returns the value of its single (or first) sample.
+    pub async fn query_value(&self, query: &str) -> Result<f64, QueryError> {
+        let mut builder = self.client.query(query);
+        for (k, v) in &self.headers {
+            let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+                reqwest::header::HeaderValue::from_str(v),
+            ) else {
+                continue;
+            };
+            builder = builder.header(name, value);
+        }
+        let result = builder.get().await.map_err(|e| match e {
+            PromError::Prometheus(e) => QueryError::Rejected(e.to_string()),
+            other => QueryError::Unreachable {
+                address: self.address.clone(),
+                reason: describe(&other),
+            },
+        })?;
+        let value = match result.data() {
+            Data::Vector(v) => v.first().map(|s| s.sample().value()),
+            Data::Scalar(s) => Some(s.value()),
+            Data::Matrix(m) => m
+                .first()
+                .and_then(|r| r.samples().last())
+                .map(|s| s.value()),
+        }
+        .ok_or(QueryError::NoData)?;
+        if value.is_nan() {
+            return Err(QueryError::NaN);
+        }
+        Ok(value)
+    }
+}
+
+/// The innermost cause of a client error ("connection refused" rather than "error
+/// sending request").
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

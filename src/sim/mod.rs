@@ -1,0 +1,468 @@
+//! The traffic simulator used by the end-to-end tests and the demo. It stands in for
+//! the mesh's data plane: it reads the live route weights from the API server, sends a
+//! fixed request rate through them, and exports each mesh's own request metrics for the
+//! workloads that served the requests, for the real Prometheus to scrape.
+//!
+//! How a workload behaves is set on its pod template, so that a release carries its
+//! behaviour with it (and the primary inherits it on promotion):
+//! `sim.serin.dev/error-rate` (fraction of 5xx, default 0) and
+//! `sim.serin.dev/latency-ms` (median latency, default 20; log-normal spread).
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DynamicObject, ListParams},
+    core::{ApiResource, GroupVersionKind},
+};
+
+pub const ERROR_RATE_ANNOTATION: &str = "sim.serin.dev/error-rate";
+pub const LATENCY_ANNOTATION: &str = "sim.serin.dev/latency-ms";
+
+/// Istio's default request-duration buckets (milliseconds).
+const ISTIO_BUCKETS: &[f64] = &[
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// Spread of the log-normal latency: p99 is about 2.5 times the median.
+const LATENCY_SIGMA: f64 = 0.4;
+
+/// How a workload answers, read from its pod template annotations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Behaviour {
+    pub error_rate: f64,
+    pub median_latency_ms: f64,
+}
+
+impl Behaviour {
+    pub fn of(deployment: &Deployment) -> Behaviour {
+        let annotations = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.clone())
+            .unwrap_or_default();
+        let number = |key: &str, default: f64| {
+            annotations
+                .get(key)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(default)
+        };
+        Behaviour {
+            error_rate: number(ERROR_RATE_ANNOTATION, 0.0).clamp(0.0, 1.0),
+            median_latency_ms: number(LATENCY_ANNOTATION, 20.0).max(0.1),
+        }
+    }
+}
+
+/// One destination of one route: which workload serves what share.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Destination {
+    pub namespace: String,
+    pub service_host: String,
+    pub service_name: String,
+    pub workload: String,
+    pub weight: u32,
+    pub ready_replicas: i32,
+    pub behaviour: Behaviour,
+}
+
+/// The labels a destination sidecar puts on a request: who served it, through which
+/// Service.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Served {
+    namespace: String,
+    workload: String,
+    service_host: String,
+    service_name: String,
+}
+
+#[derive(Default)]
+struct Histogram {
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Default)]
+struct Series {
+    requests: BTreeMap<(Served, u16), u64>,
+    durations: BTreeMap<Served, Histogram>,
+    unready: BTreeMap<(String, String, String), u64>,
+}
+
+/// The exported counters, shared between the traffic loop and the HTTP endpoint.
+#[derive(Clone, Default)]
+pub struct Metrics(Arc<Mutex<Series>>);
+
+impl Metrics {
+    /// Records one tick of `requests` requests sent to `dest`.
+    pub fn record(&self, dest: &Destination, requests: u64, rng: &mut Rng) {
+        let mut series = self.0.lock().expect("metrics lock");
+        if dest.ready_replicas < 1 {
+            *series
+                .unready
+                .entry((
+                    dest.namespace.clone(),
+                    dest.service_name.clone(),
+                    dest.workload.clone(),
+                ))
+                .or_default() += requests;
+            return;
+        }
+        let mut errors = 0;
+        let served = Served {
+            namespace: dest.namespace.clone(),
+            workload: dest.workload.clone(),
+            service_host: dest.service_host.clone(),
+            service_name: dest.service_name.clone(),
+        };
+        let histogram = series
+            .durations
+            .entry(served.clone())
+            .or_insert_with(|| Histogram {
+                buckets: vec![0; ISTIO_BUCKETS.len()],
+                ..Default::default()
+            });
+        for _ in 0..requests {
+            if rng.uniform() < dest.behaviour.error_rate {
+                errors += 1;
+            }
+            let latency = dest.behaviour.median_latency_ms * (LATENCY_SIGMA * rng.normal()).exp();
+            for (i, le) in ISTIO_BUCKETS.iter().enumerate() {
+                if latency <= *le {
+                    histogram.buckets[i] += 1;
+                }
+            }
+            histogram.sum += latency;
+            histogram.count += 1;
+        }
+        for (code, n) in [(200u16, requests - errors), (500u16, errors)] {
+            *series.requests.entry((served.clone(), code)).or_default() += n;
+        }
+    }
+
+    /// The Prometheus text exposition of everything recorded so far, with Istio's metric
+    /// names and labels (as reported by the destination's sidecar) and Linkerd's.
+    pub fn render(&self) -> String {
+        let series = self.0.lock().expect("metrics lock");
+        let mut out = String::new();
+        out.push_str("# TYPE istio_requests_total counter\n");
+        for ((served, code), n) in &series.requests {
+            let Served {
+                namespace: ns,
+                workload,
+                service_host: host,
+                service_name: svc,
+            } = served;
+            let _ = writeln!(
+                out,
+                "istio_requests_total{{reporter=\"destination\",source_workload=\"trafficsim\",destination_workload=\"{workload}\",destination_workload_namespace=\"{ns}\",destination_service=\"{host}\",destination_service_name=\"{svc}\",destination_service_namespace=\"{ns}\",response_code=\"{code}\"}} {n}"
+            );
+        }
+        out.push_str("# TYPE istio_request_duration_milliseconds histogram\n");
+        for (
+            served,
+            Histogram {
+                buckets,
+                sum,
+                count,
+            },
+        ) in &series.durations
+        {
+            let Served {
+                namespace: ns,
+                workload,
+                service_host: host,
+                service_name: svc,
+            } = served;
+            let labels = format!(
+                "reporter=\"destination\",source_workload=\"trafficsim\",destination_workload=\"{workload}\",destination_workload_namespace=\"{ns}\",destination_service=\"{host}\",destination_service_name=\"{svc}\",destination_service_namespace=\"{ns}\""
+            );
+            for (le, n) in ISTIO_BUCKETS.iter().zip(buckets) {
+                let _ = writeln!(
+                    out,
+                    "istio_request_duration_milliseconds_bucket{{{labels},le=\"{le}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "istio_request_duration_milliseconds_bucket{{{labels},le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "istio_request_duration_milliseconds_sum{{{labels}}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "istio_request_duration_milliseconds_count{{{labels}}} {count}"
+            );
+        }
+        out.push_str("# TYPE linkerd_response_total counter\n");
+        for (
+            (
+                Served {
+                    namespace: ns,
+                    workload,
+                    ..
+                },
+                code,
+            ),
+            n,
+        ) in &series.requests
+        {
+            let class = if *code >= 500 { "failure" } else { "success" };
+            let _ = writeln!(
+                out,
+                "response_total{{direction=\"inbound\",namespace=\"{ns}\",deployment=\"{workload}\",classification=\"{class}\",status_code=\"{code}\"}} {n}"
+            );
+        }
+        out.push_str(
+            "# HELP serin_sim_unready_requests_total Requests the routes sent to a backend with no ready pods.\n# TYPE serin_sim_unready_requests_total counter\n",
+        );
+        for ((ns, svc, workload), n) in &series.unready {
+            let _ = writeln!(
+                out,
+                "serin_sim_unready_requests_total{{namespace=\"{ns}\",service=\"{svc}\",workload=\"{workload}\"}} {n}"
+            );
+        }
+        out
+    }
+}
+
+/// A small deterministic generator (xorshift64*), enough for simulated traffic.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(f64::MIN_POSITIVE);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+/// Splits a route's weights into whole requests per tick so that the shares add up to
+/// exactly `rps` over time (the remainder is carried by the largest share).
+pub fn split_requests(rps: u64, weights: &[u32]) -> Vec<u64> {
+    let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+    if total == 0 {
+        return vec![0; weights.len()];
+    }
+    let mut shares: Vec<u64> = weights
+        .iter()
+        .map(|w| rps * u64::from(*w) / total)
+        .collect();
+    let given: u64 = shares.iter().sum();
+    if let Some((i, _)) = weights.iter().enumerate().max_by_key(|(_, w)| **w) {
+        shares[i] += rps - given;
+    }
+    shares
+}
+
+fn service_name_of(host: &str) -> &str {
+    host.split('.').next().unwrap_or(host)
+}
+
+/// Reads the live VirtualServices and resolves each weighted destination to the
+/// Deployment its Service selects.
+pub async fn destinations(
+    client: &Client,
+    namespace: Option<&str>,
+) -> kube::Result<Vec<Vec<Destination>>> {
+    let vs_resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "networking.istio.io",
+        "v1",
+        "VirtualService",
+    ));
+    let (vss, services, deployments): (Api<DynamicObject>, Api<Service>, Api<Deployment>) =
+        match namespace {
+            Some(ns) => (
+                Api::namespaced_with(client.clone(), ns, &vs_resource),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all_with(client.clone(), &vs_resource),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
+    let lp = ListParams::default();
+    let services = services.list(&lp).await?.items;
+    let deployments = deployments.list(&lp).await?.items;
+    let mut routes = Vec::new();
+    for vs in vss.list(&lp).await?.items {
+        let ns = vs.namespace().unwrap_or_default();
+        // The first http route is the one that carries the weighted split.
+        let Some(route) = vs.data["spec"]["http"][0]["route"].as_array() else {
+            continue;
+        };
+        let single = route.len() == 1;
+        let mut dests = Vec::new();
+        for r in route {
+            let host = r["destination"]["host"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let weight =
+                r["weight"]
+                    .as_u64()
+                    .map(|w| w as u32)
+                    .unwrap_or(if single { 100 } else { 0 });
+            let svc_name = service_name_of(&host).to_string();
+            let selector = services
+                .iter()
+                .find(|s| s.namespace().as_deref() == Some(&ns) && s.name_any() == svc_name)
+                .and_then(|s| s.spec.as_ref()?.selector.clone())
+                .unwrap_or_default();
+            let deployment = deployments.iter().find(|d| {
+                d.namespace().as_deref() == Some(&ns)
+                    && !selector.is_empty()
+                    && d.spec
+                        .as_ref()
+                        .and_then(|s| s.template.metadata.as_ref()?.labels.as_ref())
+                        .is_some_and(|labels| {
+                            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+                        })
+            });
+            let Some(deployment) = deployment else {
+                continue;
+            };
+            dests.push(Destination {
+                namespace: ns.clone(),
+                service_host: if host.contains('.') {
+                    host.clone()
+                } else {
+                    format!("{host}.{ns}.svc.cluster.local")
+                },
+                service_name: svc_name,
+                workload: deployment.name_any(),
+                weight,
+                ready_replicas: deployment
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0),
+                behaviour: Behaviour::of(deployment),
+            });
+        }
+        routes.push(dests);
+    }
+    Ok(routes)
+}
+
+/// Sends `rps` requests a second through every route until the task is dropped.
+pub async fn run_traffic(
+    client: Client,
+    namespace: Option<String>,
+    rps: u64,
+    metrics: Metrics,
+    seed: u64,
+) {
+    let mut rng = Rng::new(seed);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        match destinations(&client, namespace.as_deref()).await {
+            Ok(routes) => {
+                for dests in routes {
+                    let weights: Vec<u32> = dests.iter().map(|d| d.weight).collect();
+                    for (dest, n) in dests.iter().zip(split_requests(rps, &weights)) {
+                        if n > 0 {
+                            metrics.record(dest, n, &mut rng);
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading routes failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_split_by_weight_and_add_up_to_the_rate() {
+        assert_eq!(split_requests(100, &[90, 10]), vec![90, 10]);
+        assert_eq!(split_requests(10, &[67, 33]), vec![7, 3]);
+        assert_eq!(split_requests(100, &[100, 0]), vec![100, 0]);
+        assert_eq!(split_requests(100, &[0, 0]), vec![0, 0]);
+    }
+
+    #[test]
+    fn a_workload_with_errors_exports_5xx_in_istio_and_linkerd_series() {
+        let metrics = Metrics::default();
+        let dest = Destination {
+            namespace: "test".into(),
+            service_host: "podinfo-canary.test.svc.cluster.local".into(),
+            service_name: "podinfo-canary".into(),
+            workload: "podinfo".into(),
+            weight: 100,
+            ready_replicas: 1,
+            behaviour: Behaviour {
+                error_rate: 1.0,
+                median_latency_ms: 20.0,
+            },
+        };
+        metrics.record(&dest, 10, &mut Rng::new(7));
+        let text = metrics.render();
+        assert!(text.contains(r#"destination_workload="podinfo",destination_workload_namespace="test",destination_service="podinfo-canary.test.svc.cluster.local",destination_service_name="podinfo-canary",destination_service_namespace="test",response_code="500"} 10"#), "{text}");
+        assert!(text.contains(r#"response_total{direction="inbound",namespace="test",deployment="podinfo",classification="failure",status_code="500"} 10"#), "{text}");
+        assert!(text.contains(r#"le="+Inf"} 10"#), "{text}");
+    }
+
+    #[test]
+    fn traffic_to_a_backend_without_ready_pods_is_counted_as_a_violation() {
+        let metrics = Metrics::default();
+        let dest = Destination {
+            namespace: "test".into(),
+            service_host: "podinfo-canary.test.svc.cluster.local".into(),
+            service_name: "podinfo-canary".into(),
+            workload: "podinfo".into(),
+            weight: 10,
+            ready_replicas: 0,
+            behaviour: Behaviour {
+                error_rate: 0.0,
+                median_latency_ms: 20.0,
+            },
+        };
+        metrics.record(&dest, 5, &mut Rng::new(7));
+        assert!(metrics.render().contains(
+            r#"serin_sim_unready_requests_total{namespace="test",service="podinfo-canary",workload="podinfo"} 5"#
+        ));
+    }
+
+    #[test]
+    fn latency_has_the_configured_median() {
+        let mut rng = Rng::new(42);
+        let mut samples: Vec<f64> = (0..10_001)
+            .map(|_| 100.0 * (LATENCY_SIGMA * rng.normal()).exp())
+            .collect();
+        samples.sort_by(f64::total_cmp);
+        let median = samples[5000];
+        assert!((median - 100.0).abs() < 3.0, "median {median}");
+    }
+}

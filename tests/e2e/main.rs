@@ -1,0 +1,5 @@
+//! End-to-end tests against the real local control plane and Prometheus started by
+//! `tests/e2e/cluster.sh` (run them with `make test`).
+
+mod harness;
+mod smoke;
