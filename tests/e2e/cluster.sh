@@ -213,13 +213,13 @@ cmd_up() {
   log "starting kube-controller-manager, kube-scheduler and kwok"
   start kube-controller-manager "$bins/kube-controller-manager" \
     --kubeconfig "$kubeconfig" --authentication-kubeconfig "$kubeconfig" --authorization-kubeconfig "$kubeconfig" \
-    --bind-address 127.0.0.1 --secure-port "$cm_port" --leader-elect=false \
+    --bind-address 127.0.0.1 --secure-port "$cm_port" --leader-elect=false --authentication-skip-lookup \
     --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
-    --controllers '*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' \
+    --controllers '*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' \
     --concurrent-deployment-syncs 10 --concurrent-replicaset-syncs 10
   start kube-scheduler "$bins/kube-scheduler" \
     --kubeconfig "$kubeconfig" --authentication-kubeconfig "$kubeconfig" --authorization-kubeconfig "$kubeconfig" \
-    --bind-address 127.0.0.1 --secure-port "$sched_port" --leader-elect=false
+    --bind-address 127.0.0.1 --secure-port "$sched_port" --leader-elect=false --authentication-skip-lookup
   start kwok "$bins/kwok" \
     --kubeconfig "$kubeconfig" \
     --manage-all-nodes=false \

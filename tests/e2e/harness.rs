@@ -30,6 +30,7 @@ pub struct Env {
 
 impl Env {
     pub fn get() -> Env {
+        install_crypto_provider();
         let var = |name: &str| {
             std::env::var(name).unwrap_or_else(|_| {
                 panic!(

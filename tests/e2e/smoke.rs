@@ -89,7 +89,7 @@ async fn the_api_server_rejects_a_virtual_service_with_a_misspelled_field() {
             .expect_err("the Istio CRD schema has no field `wieght`");
         let message = err.to_string();
         assert!(
-            message.contains(r#"unknown field "spec.http[0].route[0].wieght""#),
+            message.contains(".spec.http[0].route[0].wieght: field not declared in schema"),
             "the API server names the misspelled field, got: {message}"
         );
 
