@@ -1146,3 +1146,181 @@ impl SessionAffinity {
         self.max_age.unwrap_or(DEFAULT_SESSION_AFFINITY_MAX_AGE)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(analysis: CanaryAnalysis) -> CanarySpec {
+        CanarySpec {
+            provider: None,
+            metrics_server: None,
+            target_ref: TargetRef {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: "podinfo".into(),
+            },
+            autoscaler_ref: None,
+            service: serde_json::from_value(serde_json::json!({"port": 9898})).unwrap(),
+            analysis,
+            progress_deadline_seconds: None,
+            skip_analysis: false,
+            revert_on_deletion: false,
+            suspend: false,
+            approvals: None,
+        }
+    }
+
+    #[test]
+    fn unset_fields_take_flaggers_defaults() {
+        let s = spec(CanaryAnalysis::default());
+        assert_eq!(s.provider(), Provider::Istio);
+        assert_eq!(s.progress_deadline(), Duration::from_secs(600));
+        assert_eq!(s.approvals(), Approvals::default());
+        let a = &s.analysis;
+        assert_eq!(a.interval(), Duration::from_secs(60));
+        assert_eq!(a.threshold(), 1);
+        assert_eq!(a.max_weight(), 100);
+        assert_eq!(a.step_weight_promotion(), 100);
+        assert_eq!(a.mirror_weight(), 100);
+        assert_eq!(a.primary_ready_threshold(), 100);
+        assert_eq!(a.canary_ready_threshold(), 100);
+        assert_eq!(a.judge().pass_score(), 95.0);
+        assert_eq!(a.judge().marginal_score(), 75.0);
+        assert!(!a.sequential().enabled);
+        assert_eq!(a.sequential().false_rollback_rate(), 0.01);
+        assert_eq!(a.sequential().min_requests(), 200);
+    }
+
+    #[test]
+    fn service_names_derive_from_the_service_or_the_target() {
+        let mut s = spec(CanaryAnalysis::default());
+        assert_eq!(s.service_name(), "podinfo");
+        assert_eq!(s.primary_service_name(), "podinfo-primary");
+        assert_eq!(s.canary_service_name(), "podinfo-canary");
+        s.service.name = Some("frontend".into());
+        assert_eq!(s.service_name(), "frontend");
+        assert_eq!(s.primary_service_name(), "frontend-primary");
+        assert_eq!(s.canary_service_name(), "frontend-canary");
+        // The primary workload follows the target, not the Service.
+        assert_eq!(s.primary_name(), "podinfo-primary");
+    }
+
+    #[test]
+    fn max_weight_is_the_last_step_weight_when_steps_are_listed() {
+        let stepped = CanaryAnalysis {
+            step_weights: vec![1, 5, 25, 60],
+            max_weight: Some(90),
+            ..Default::default()
+        };
+        assert_eq!(stepped.max_weight(), 60);
+        let linear = CanaryAnalysis {
+            step_weight: Some(10),
+            max_weight: Some(50),
+            ..Default::default()
+        };
+        assert_eq!(linear.max_weight(), 50);
+        assert!(linear.is_weighted());
+    }
+
+    #[test]
+    fn short_intervals_are_honoured_unlike_flagger() {
+        let a = CanaryAnalysis {
+            interval: Some("1s".into()),
+            ..Default::default()
+        };
+        assert_eq!(a.interval(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn metric_webhook_and_alert_defaults() {
+        let metric: CanaryMetric =
+            serde_json::from_value(serde_json::json!({"name": "request-success-rate"})).unwrap();
+        assert_eq!(metric.interval(), Duration::from_secs(60));
+        assert_eq!(metric.interval_str(), "1m");
+        assert!(!metric.is_compared());
+
+        let hook: CanaryWebhook =
+            serde_json::from_value(serde_json::json!({"name": "load", "url": "http://t/"}))
+                .unwrap();
+        assert_eq!(hook.webhook_type(), WebhookType::Rollout);
+        assert_eq!(hook.timeout(), Duration::from_secs(10));
+
+        let alert: CanaryAlert = serde_json::from_value(
+            serde_json::json!({"name": "on-call", "providerRef": {"name": "slack"}}),
+        )
+        .unwrap();
+        assert_eq!(alert.severity(), AlertSeverity::Info);
+
+        let compare = MetricComparison::default();
+        assert_eq!(compare.direction(), Direction::Increase);
+        assert_eq!(compare.confidence(), 0.98);
+        assert_eq!(compare.tolerance(), 0.25);
+        assert_eq!(compare.no_data(), NoDataPolicy::Fail);
+        assert_eq!(compare.weight(), 1.0);
+    }
+
+    #[test]
+    fn serin_additions_parse_with_their_wire_names() {
+        let analysis: CanaryAnalysis = serde_json::from_value(serde_json::json!({
+            "interval": "10s",
+            "stepWeights": [5, 10, 50],
+            "judge": {"passScore": 90, "marginalScore": 70},
+            "sequential": {"enabled": true, "falseRollbackRate": 0.05, "minRequests": 100, "promoteEarly": true},
+            "metrics": [{
+                "name": "latency",
+                "templateRef": {"name": "latency"},
+                "compare": {"direction": "either", "noData": "hold", "maxRatio": 1.2, "critical": true}
+            }],
+            "conformanceTests": [{
+                "name": "smoke",
+                "timeout": "2m",
+                "template": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "t", "image": "curl"}]}}}
+            }]
+        }))
+        .unwrap();
+        assert_eq!(analysis.judge().pass_score(), 90.0);
+        assert_eq!(analysis.sequential().min_requests(), 100);
+        let compare = analysis.metrics[0].compare.as_ref().unwrap();
+        assert_eq!(compare.direction(), Direction::Either);
+        assert_eq!(compare.no_data(), NoDataPolicy::Hold);
+        assert!(compare.critical);
+        assert_eq!(
+            analysis.conformance_tests[0].timeout(),
+            Duration::from_secs(120)
+        );
+
+        let approvals: Approvals =
+            serde_json::from_value(serde_json::json!({"trafficIncrease": true})).unwrap();
+        assert!(approvals.traffic_increase && !approvals.start && !approvals.promotion);
+    }
+
+    #[test]
+    fn phase_and_enums_use_flaggers_spelling() {
+        assert_eq!(CanaryPhase::default(), CanaryPhase::Initializing);
+        assert_eq!(
+            serde_json::to_value(CanaryPhase::WaitingPromotion).unwrap(),
+            "WaitingPromotion"
+        );
+        assert_eq!(
+            serde_json::to_value(WebhookType::ConfirmTrafficIncrease).unwrap(),
+            "confirm-traffic-increase"
+        );
+        assert_eq!(
+            serde_json::to_value(Provider::GatewayApiV1).unwrap(),
+            "gatewayapi:v1"
+        );
+        for p in [
+            Provider::Istio,
+            Provider::Linkerd,
+            Provider::GatewayApi,
+            Provider::GatewayApiV1,
+            Provider::Kubernetes,
+        ] {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+        }
+        let status: CanaryStatus = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!(status.phase, CanaryPhase::Initializing);
+        assert_eq!(status.phase.to_string(), "Initializing");
+    }
+}
