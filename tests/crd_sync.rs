@@ -4,8 +4,7 @@
 
 use std::path::Path;
 
-use kube::CustomResourceExt;
-use serin::api::{self, AlertProvider, Canary, MetricTemplate};
+use serin::api;
 
 const REGENERATE: &str = "SERIN_UPDATE_CRDS=1 cargo test --test crd_sync";
 
@@ -36,13 +35,25 @@ fn check(file: &str, generated: String) {
 
 #[test]
 fn committed_crds_match_the_rust_types() {
-    check("canary.yaml", api::crd_yaml(&Canary::crd()));
-    check("metrictemplate.yaml", api::crd_yaml(&MetricTemplate::crd()));
-    check("alertprovider.yaml", api::crd_yaml(&AlertProvider::crd()));
+    let crds = api::crds();
+    let by_kind = |kind: &str| {
+        let crd = crds
+            .iter()
+            .find(|crd| crd.spec.names.kind == kind)
+            .expect("kind is served");
+        api::crd_yaml(crd)
+    };
+    check("canary.yaml", by_kind("Canary"));
+    check("metrictemplate.yaml", by_kind("MetricTemplate"));
+    check("alertprovider.yaml", by_kind("AlertProvider"));
 }
 
 #[test]
 fn serin_crds_prints_the_committed_files_in_order() {
+    if std::env::var_os("SERIN_UPDATE_CRDS").is_some() {
+        // The other test is rewriting the files right now.
+        return;
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
     let committed: String = ["canary.yaml", "metrictemplate.yaml", "alertprovider.yaml"]
         .iter()
