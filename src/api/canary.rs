@@ -31,6 +31,29 @@ pub const DEFAULT_CONFORMANCE_TEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// Flagger's default session affinity cookie lifetime (one day).
 pub const DEFAULT_SESSION_AFFINITY_MAX_AGE: i32 = 86_400;
 
+/// Annotations on a Canary that approve or abort a revision; the value is the revision
+/// (`status.lastAppliedSpec`) the person approves, so an approval never lets a later
+/// revision through.
+pub mod annotations {
+    /// Approves the start of the rollout of a revision (`spec.approvals.start`).
+    pub const APPROVE_START: &str = "serin.dev/approve-start";
+    /// Approves the next traffic increase of a revision (`spec.approvals.trafficIncrease`).
+    pub const APPROVE_TRAFFIC_INCREASE: &str = "serin.dev/approve-traffic-increase";
+    /// Approves the promotion of a revision (`spec.approvals.promotion`).
+    pub const APPROVE_PROMOTION: &str = "serin.dev/approve-promotion";
+    /// Rolls back the named revision now.
+    pub const ABORT: &str = "serin.dev/abort";
+}
+
+/// Condition types serin sets in `status.conditions`.
+pub mod condition_types {
+    /// Readiness in kstatus terms, so Flux health checks and
+    /// `kubectl wait --for=condition=Ready` work.
+    pub const READY: &str = "Ready";
+    /// Result of the last analysis: True when the last revision was promoted (Flagger's).
+    pub const PROMOTED: &str = "Promoted";
+}
+
 /// Specification of a Canary: the workload to roll out, how traffic reaches it and how each
 /// new revision is analysed before promotion.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
