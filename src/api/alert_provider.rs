@@ -19,6 +19,7 @@ use super::schema;
     kind = "AlertProvider",
     plural = "alertproviders",
     namespaced,
+    category = "all",
     derive = "PartialEq",
     doc = "AlertProvider is a notification channel (Slack, Microsoft Teams, Discord or a generic webhook) that Canary alerts reference by name.",
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type")

@@ -56,7 +56,7 @@ pub mod condition_types {
 
 /// Specification of a Canary: the workload to roll out, how traffic reaches it and how each
 /// new revision is analysed before promotion.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "serin.dev",
     version = "v1alpha1",
@@ -64,6 +64,7 @@ pub mod condition_types {
     plural = "canaries",
     shortname = "canary",
     namespaced,
+    category = "all",
     status = "CanaryStatus",
     derive = "PartialEq",
     doc = "Canary is a progressive rollout of a workload: serin shifts traffic to each new revision step by step, checks it, and promotes or rolls it back.",
@@ -168,7 +169,7 @@ impl Provider {
 }
 
 /// Reference to the workload rolled out by the canary.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetRef {
     /// API version of the target, e.g. apps/v1.
@@ -181,7 +182,7 @@ pub struct TargetRef {
 }
 
 /// Reference to the autoscaler of the target.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoscalerRef {
     /// API version of the autoscaler, e.g. autoscaling/v2.
@@ -200,7 +201,7 @@ pub struct AutoscalerRef {
 }
 
 /// Replica bounds for a generated autoscaler.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScalerReplicas {
     /// Minimum number of replicas.
@@ -214,7 +215,7 @@ pub struct ScalerReplicas {
 }
 
 /// The Services (`<svc>`, `<svc>-primary`, `<svc>-canary`) and mesh routes serin generates.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryService {
     /// Name of the generated apex Service (default: the target's name).
@@ -307,7 +308,7 @@ pub struct CanaryService {
 }
 
 /// A Gateway API ParentReference.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ParentReference {
     /// API group of the parent (default gateway.networking.k8s.io; "core" or "" for a Service).
@@ -468,7 +469,7 @@ pub struct CanaryAnalysis {
 }
 
 /// Cookie-based session affinity during the analysis.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionAffinity {
     /// Name of the cookie that pins a user to the canary.
@@ -480,7 +481,7 @@ pub struct SessionAffinity {
 }
 
 /// One metric check of the analysis.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryMetric {
     /// Name of the metric: request-success-rate and request-duration are builtin; any other
@@ -536,7 +537,7 @@ pub struct ThresholdRange {
 }
 
 /// Reference to a MetricTemplate.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TemplateRef {
     /// Name of the MetricTemplate.
@@ -663,7 +664,7 @@ pub struct Sequential {
 
 /// A conformance test: a Job run against the canary before it receives traffic
 /// (serin addition).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConformanceTest {
     /// Name of the test, unique within the Canary; part of the Job's name.
@@ -679,7 +680,7 @@ pub struct ConformanceTest {
 }
 
 /// A webhook called during the rollout (Flagger's CanaryWebhook).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryWebhook {
     /// Name of the webhook.
@@ -737,7 +738,7 @@ pub enum WebhookType {
 }
 
 /// A notification target of the canary.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryAlert {
     /// Name of the alert.
@@ -777,7 +778,7 @@ pub enum AlertSeverity {
 }
 
 /// Reference to an AlertProvider.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderRef {
     /// Name of the AlertProvider.
@@ -1176,21 +1177,17 @@ mod tests {
 
     fn spec(analysis: CanaryAnalysis) -> CanarySpec {
         CanarySpec {
-            provider: None,
-            metrics_server: None,
             target_ref: TargetRef {
                 api_version: "apps/v1".into(),
                 kind: "Deployment".into(),
                 name: "podinfo".into(),
             },
-            autoscaler_ref: None,
-            service: serde_json::from_value(serde_json::json!({"port": 9898})).unwrap(),
+            service: CanaryService {
+                port: 9898,
+                ..Default::default()
+            },
             analysis,
-            progress_deadline_seconds: None,
-            skip_analysis: false,
-            revert_on_deletion: false,
-            suspend: false,
-            approvals: None,
+            ..Default::default()
         }
     }
 

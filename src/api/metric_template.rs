@@ -16,13 +16,14 @@ use super::schema;
 /// The query may use `{{ name }}`, `{{ namespace }}`, `{{ target }}`, `{{ service }}`,
 /// `{{ interval }}` and `{{ variables.NAME }}`; an unknown variable is an error, never an
 /// empty string.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "serin.dev",
     version = "v1alpha1",
     kind = "MetricTemplate",
     plural = "metrictemplates",
     namespaced,
+    category = "all",
     derive = "PartialEq",
     doc = "MetricTemplate is a metric query, and the server to run it on, that Canary metrics reference by name.",
     printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider.type")
@@ -38,7 +39,7 @@ pub struct MetricTemplateSpec {
 }
 
 /// The metrics server of a MetricTemplate.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricTemplateProvider {
     /// Kind of metrics server. Only prometheus is supported.
