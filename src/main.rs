@@ -14,12 +14,15 @@ struct Cli {
 enum Command {
     /// Print the version.
     Version,
+    /// Print the CustomResourceDefinitions as one multi-document YAML stream.
+    Crds,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Version => println!("serin {}", env!("CARGO_PKG_VERSION")),
+        Command::Crds => print!("{}", serin::api::crds_yaml()),
     }
     Ok(())
 }
