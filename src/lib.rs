@@ -7,5 +7,6 @@
 pub mod analysis;
 pub mod api;
 pub mod bench;
+pub mod rollout;
 pub mod sim;
 pub mod workloads;

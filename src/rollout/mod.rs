@@ -1,0 +1,4 @@
+//! The rollout state machine (pure) and the status conditions it maintains.
+
+pub mod conditions;
+pub mod plan;

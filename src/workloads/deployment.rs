@@ -1,0 +1,264 @@
+//! The primary Deployment derived from the target, the Services in front of both, and
+//! what "ready" means for a Deployment.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, DeploymentSpec},
+        core::v1::{Service, ServicePort, ServiceSpec},
+    },
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+};
+use kube::{Resource, ResourceExt, api::ObjectMeta};
+
+use crate::api::Canary;
+use crate::rollout::plan::Readiness;
+use crate::workloads::configs::{ConfigRef, point_at_primary_copies};
+
+/// Annotation on the primary: the revision it runs.
+pub const REVISION_ANNOTATION: &str = "serin.dev/revision";
+
+/// The labels that select the primary's pods: the target's selector labels with
+/// `-primary` appended to each value.
+pub fn primary_selector(target: &Deployment) -> BTreeMap<String, String> {
+    target_selector(target)
+        .into_iter()
+        .map(|(k, v)| (k, format!("{v}-primary")))
+        .collect()
+}
+
+/// The target's selector labels (its `matchLabels`).
+pub fn target_selector(target: &Deployment) -> BTreeMap<String, String> {
+    target
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.clone())
+        .unwrap_or_default()
+}
+
+/// The replicas the target runs when scaled up: its own count if it has one, else the
+/// primary's, else 1.
+pub fn desired_replicas(target: &Deployment, primary: Option<&Deployment>) -> i32 {
+    let replicas = |d: &Deployment| d.spec.as_ref().and_then(|s| s.replicas).filter(|r| *r > 0);
+    replicas(target)
+        .or_else(|| primary.and_then(replicas))
+        .unwrap_or(1)
+}
+
+/// The primary: a copy of the target's pod template with `-primary` selector labels,
+/// pointing at `-primary` copies of the tracked configs, owned by the Canary.
+pub fn build_primary(
+    canary: &Canary,
+    target: &Deployment,
+    replicas: Option<i32>,
+    revision: &str,
+    tracked: &BTreeSet<ConfigRef>,
+) -> Deployment {
+    let target_spec = target.spec.clone().unwrap_or_default();
+    let selector = primary_selector(target);
+    let mut template = target_spec.template.clone();
+    let mut meta = template.metadata.unwrap_or_default();
+    let mut labels = meta.labels.unwrap_or_default();
+    labels.extend(selector.clone());
+    meta.labels = Some(labels);
+    template.metadata = Some(meta);
+    if let Some(spec) = template.spec.as_mut() {
+        point_at_primary_copies(spec, tracked);
+    }
+    let mut labels: BTreeMap<String, String> = target.labels().clone();
+    labels.extend(selector.clone());
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(canary.primary_name()),
+            namespace: canary.namespace(),
+            labels: Some(labels),
+            annotations: Some([(REVISION_ANNOTATION.to_string(), revision.to_string())].into()),
+            owner_references: canary.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas,
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..Default::default()
+            },
+            template,
+            min_ready_seconds: target_spec.min_ready_seconds,
+            revision_history_limit: target_spec.revision_history_limit,
+            strategy: target_spec.strategy,
+            progress_deadline_seconds: target_spec.progress_deadline_seconds,
+            paused: None,
+        }),
+        status: None,
+    }
+}
+
+/// Whether a Deployment's current template is rolled out and enough replicas (percent
+/// `threshold`) are available; if not, why, in words.
+pub fn readiness(deployment: &Deployment, threshold: u32) -> Readiness {
+    let spec_replicas = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let status = deployment.status.clone().unwrap_or_default();
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    if status.observed_generation.unwrap_or(0) < generation {
+        return Readiness::NotReady(format!(
+            "{} rollout not yet observed",
+            deployment.name_any()
+        ));
+    }
+    if let Some(c) = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    }) {
+        return Readiness::NotReady(format!(
+            "{} exceeded its progress deadline: {}",
+            deployment.name_any(),
+            c.message.clone().unwrap_or_default()
+        ));
+    }
+    if spec_replicas == 0 {
+        return Readiness::NotReady(format!("{} is scaled to zero", deployment.name_any()));
+    }
+    let updated = status.updated_replicas.unwrap_or(0);
+    if updated < spec_replicas {
+        return Readiness::NotReady(format!(
+            "{} rollout: {updated} of {spec_replicas} replicas updated",
+            deployment.name_any()
+        ));
+    }
+    let available = status.available_replicas.unwrap_or(0);
+    let needed = (i64::from(spec_replicas) * i64::from(threshold) + 99) / 100;
+    if i64::from(available) < needed.max(1) {
+        return Readiness::NotReady(format!(
+            "{}: {available} of {spec_replicas} replicas available",
+            deployment.name_any()
+        ));
+    }
+    let total = status.replicas.unwrap_or(0);
+    if total > updated {
+        return Readiness::NotReady(format!(
+            "{}: {} old replicas pending termination",
+            deployment.name_any(),
+            total - updated
+        ));
+    }
+    Readiness::Ready
+}
+
+/// The Services: `<svc>` and `<svc>-primary` select the primary's pods, `<svc>-canary`
+/// the target's.
+pub fn build_services(canary: &Canary, target: &Deployment) -> Vec<Service> {
+    let svc = &canary.spec.service;
+    let port = ServicePort {
+        name: Some(svc.port_name.clone().unwrap_or_else(|| "http".to_string())),
+        port: svc.port,
+        target_port: Some(
+            svc.target_port
+                .clone()
+                .unwrap_or(IntOrString::Int(svc.port)),
+        ),
+        protocol: Some("TCP".to_string()),
+        app_protocol: svc.app_protocol.clone(),
+        node_port: None,
+    };
+    let service = |name: String,
+                   selector: BTreeMap<String, String>,
+                   meta: Option<&crate::api::CustomMetadata>| Service {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: canary.namespace(),
+            labels: meta.map(|m| m.labels.clone()).filter(|l| !l.is_empty()),
+            annotations: meta
+                .map(|m| m.annotations.clone())
+                .filter(|a| !a.is_empty()),
+            owner_references: canary.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(selector),
+            ports: Some(vec![port.clone()]),
+            type_: Some("ClusterIP".to_string()),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    vec![
+        service(
+            canary.service_name().to_string(),
+            primary_selector(target),
+            svc.apex.as_ref(),
+        ),
+        service(
+            canary.primary_service_name(),
+            primary_selector(target),
+            svc.primary.as_ref(),
+        ),
+        service(
+            canary.canary_service_name(),
+            target_selector(target),
+            svc.canary.as_ref(),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn deployment(status: serde_json::Value) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "podinfo", "generation": 2},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "podinfo"}},
+                     "template": {"metadata": {"labels": {"app": "podinfo"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_rolled_out_deployment_with_all_replicas_available_is_ready() {
+        let d = deployment(
+            json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
+        );
+        assert_eq!(readiness(&d, 100), Readiness::Ready);
+    }
+
+    #[test]
+    fn a_deployment_still_rolling_out_is_not_ready_and_says_why() {
+        let d = deployment(
+            json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2}),
+        );
+        assert_eq!(
+            readiness(&d, 100),
+            Readiness::NotReady("podinfo rollout: 1 of 2 replicas updated".into())
+        );
+        let d = deployment(json!({"observedGeneration": 1}));
+        assert_eq!(
+            readiness(&d, 100),
+            Readiness::NotReady("podinfo rollout not yet observed".into())
+        );
+    }
+
+    #[test]
+    fn the_ready_threshold_allows_some_unavailable_replicas() {
+        let d = deployment(
+            json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}),
+        );
+        assert!(!readiness(&d, 100).is_ready());
+        assert!(readiness(&d, 50).is_ready());
+    }
+
+    #[test]
+    fn primary_selector_values_get_the_primary_suffix() {
+        let d = deployment(json!({}));
+        assert_eq!(
+            primary_selector(&d),
+            [("app".to_string(), "podinfo-primary".to_string())].into()
+        );
+    }
+}
