@@ -1,7 +1,13 @@
 //! Statistical comparison of canary and primary samples.
 //!
-//! [`mann_whitney`] holds the rank test and the Hodges-Lehmann interval.
+//! [`mann_whitney`] holds the rank test and the Hodges-Lehmann interval, [`judge`] turns them
+//! into Kayenta-style metric classifications and a Pass/Marginal/Fail score.
 
+pub mod judge;
 pub mod mann_whitney;
 
+pub use judge::{
+    Classification, CompareConfig, Direction, MetricVerdict, NoDataPolicy, Outcome, Score,
+    ScoreThresholds, compare, score,
+};
 pub use mann_whitney::{NanStrategy, StatsError};
