@@ -1,1 +1,3 @@
 //! Benchmarks run from the command line (`serin bench ...`).
+
+pub mod rng;
