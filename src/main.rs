@@ -14,12 +14,44 @@ struct Cli {
 enum Command {
     /// Print the version.
     Version,
+    /// Run a benchmark.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Compare Flagger's and serin's rollout decisions on simulated releases.
+    Decisions {
+        /// Seed of the simulation; the same seed gives the same table.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Healthy releases per policy (regressions run a fifth, at least 20).
+        #[arg(long, default_value_t = 1000)]
+        releases: usize,
+        /// Print a markdown table instead of aligned text.
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Version => println!("serin {}", env!("CARGO_PKG_VERSION")),
+        Command::Bench(Bench::Decisions {
+            seed,
+            releases,
+            markdown,
+        }) => {
+            use serin::bench::decisions;
+            let rows = decisions::run(&decisions::BenchConfig { seed, releases });
+            if markdown {
+                print!("{}", decisions::render_markdown(&rows));
+            } else {
+                print!("{}", decisions::render_text(&rows));
+            }
+        }
     }
     Ok(())
 }
