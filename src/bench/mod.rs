@@ -1,1 +1,4 @@
 //! Benchmarks run from the command line (`serin bench ...`).
+
+pub mod decisions;
+pub mod rng;
