@@ -7,6 +7,8 @@
 pub mod analysis;
 pub mod api;
 pub mod bench;
+pub mod controller;
 pub mod rollout;
+pub mod router;
 pub mod sim;
 pub mod workloads;

@@ -12,6 +12,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controller.
+    Run(RunArgs),
     /// Print the version.
     Version,
     /// Print the CustomResourceDefinitions as one multi-document YAML stream.
@@ -19,6 +21,23 @@ enum Command {
     /// Run a benchmark.
     #[command(subcommand)]
     Bench(Bench),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Prometheus used by the builtin metrics and by MetricTemplates without an address.
+    #[arg(
+        long,
+        env = "SERIN_METRICS_SERVER",
+        default_value = "http://prometheus:9090"
+    )]
+    metrics_server: String,
+    /// Watch Canaries in this namespace only (default: all namespaces).
+    #[arg(long, env = "SERIN_NAMESPACE")]
+    namespace: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "SERIN_LOG_JSON")]
+    log_json: bool,
 }
 
 #[derive(Subcommand)]
@@ -37,9 +56,43 @@ enum Bench {
     },
 }
 
+fn init_logging(json: bool) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_json);
+    // One TLS provider for the Kubernetes client and the HTTP clients.
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
+    let client = kube::Client::try_default().await?;
+    let config = serin::controller::Config {
+        metrics_server: args.metrics_server,
+        namespace: args.namespace,
+    };
+    serin::controller::run(client, config).await;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(run(args))?;
+        }
         Command::Version => println!("serin {}", env!("CARGO_PKG_VERSION")),
         Command::Crds => print!("{}", serin::api::crds_yaml()),
         Command::Bench(Bench::Decisions {

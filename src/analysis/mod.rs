@@ -1,6 +1,7 @@
 //! Metric analysis: providers that fetch samples and the judgements made on them.
 
 pub mod builtin;
+pub mod checks;
 pub mod prometheus;
 pub mod stats;
 pub mod template;

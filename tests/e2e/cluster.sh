@@ -215,7 +215,7 @@ cmd_up() {
     --kubeconfig "$kubeconfig" --authentication-kubeconfig "$kubeconfig" --authorization-kubeconfig "$kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$cm_port" --leader-elect=false --authentication-skip-lookup \
     --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
-    --controllers '*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' \
+    --controllers '*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' \
     --concurrent-deployment-syncs 10 --concurrent-replicaset-syncs 10
   start kube-scheduler "$bins/kube-scheduler" \
     --kubeconfig "$kubeconfig" --authentication-kubeconfig "$kubeconfig" --authorization-kubeconfig "$kubeconfig" \
@@ -236,6 +236,11 @@ cmd_up() {
   log "creating kwok nodes"
   kwok_nodes | "$bins/kubectl" --kubeconfig "$kubeconfig" apply -f - >/dev/null
   wait_for kwok 60 nodes_ready
+  # The API server taints new nodes not-ready; the node lifecycle controller would lift
+  # the taint, but it also marks pods NotReady for good whenever kwok's heartbeat comes
+  # late (there is no kubelet to mark them Ready again), so it is off and the taint is
+  # lifted here.
+  "$bins/kubectl" --kubeconfig "$kubeconfig" taint nodes --all node.kubernetes.io/not-ready- >/dev/null
 
   log "installing serin's CRDs and the upstream Istio and Gateway API CRDs"
   "$bins/kubectl" --kubeconfig "$kubeconfig" apply --server-side -f "$repo/crds/upstream/" >/dev/null

@@ -1,0 +1,284 @@
+//! The controller: watches Canaries, their targets, what serin owns and the configs the
+//! targets use, and reconciles each Canary by observe → plan → act.
+
+pub mod act;
+pub mod observe;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Secret, Service},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    core::PartialObjectMeta,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        events::{Recorder, Reporter},
+        finalizer::{Event as Finalizer, finalizer},
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use thiserror::Error;
+use tracing::{info, instrument, warn};
+
+use crate::analysis::checks;
+use crate::api::Canary;
+use crate::rollout::plan::{self, Input, Verdict};
+
+pub const FINALIZER: &str = "serin.dev/finalizer";
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("reading from the API server: {0}")]
+    Read(#[source] kube::Error),
+    #[error("writing {0} {1}: {2}")]
+    Write(&'static str, String, #[source] kube::Error),
+    #[error(transparent)]
+    Route(#[from] crate::router::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Read(_) => "read",
+            Error::Write(..) => "write",
+            Error::Route(_) => "route",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Settings of `serin run`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Prometheus used by builtin metrics and templates without an address.
+    pub metrics_server: String,
+    /// Watch only this namespace.
+    pub namespace: Option<String>,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub config: Config,
+}
+
+fn verdict_of(results: &[checks::MetricResult]) -> Verdict {
+    let failures: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r.failure.as_deref())
+        .collect();
+    if failures.is_empty() {
+        Verdict::Pass
+    } else {
+        Verdict::Fail(failures.join("; "))
+    }
+}
+
+#[instrument(skip(canary, ctx), fields(canary = %canary.name_any(), namespace = canary.namespace().unwrap_or_default()))]
+async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = canary.namespace().unwrap_or_default();
+    let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, canary, |event| async {
+        match event {
+            Finalizer::Apply(canary) => apply(&canary, &ctx).await,
+            Finalizer::Cleanup(canary) => cleanup(&canary, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(e.to_string()))
+}
+
+async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
+    let snapshot = observe::observe(&ctx.client, canary).await?;
+    let now = Timestamp::now();
+    let ready = snapshot
+        .observed
+        .target
+        .as_ref()
+        .is_some_and(|t| t.ready.is_ready());
+    let verdict = if ready && plan::analysis_due(canary, now) {
+        let results = checks::run(&ctx.client, canary, &ctx.config.metrics_server).await;
+        for r in &results {
+            info!(metric = %r.name, value = ?r.value, failure = ?r.failure, "metric check");
+        }
+        Some(verdict_of(&results))
+    } else {
+        None
+    };
+    let plan = plan::plan(&Input {
+        canary,
+        observed: &snapshot.observed,
+        gates: snapshot.gates,
+        verdict,
+        now,
+    });
+    let mut plan = plan;
+    // Tracked configs are recorded so that their watches wake this Canary.
+    let hashes = observe::config_hashes(&snapshot.configs);
+    plan.status.tracked_configs = (!hashes.is_empty()).then_some(hashes);
+    act::act(ctx, canary, &snapshot, &plan).await?;
+    info!(phase = %plan.status.phase, weight = plan.status.canary_weight, failed_checks = plan.status.failed_checks, "reconciled");
+    Ok(Action::requeue(plan.requeue))
+}
+
+/// On deletion: with `revertOnDeletion`, give the traffic back to the target (scaled up,
+/// routed 100%) before the owned objects are garbage collected.
+async fn cleanup(canary: &Canary, ctx: &Context) -> Result<Action> {
+    if !canary.spec.revert_on_deletion {
+        return Ok(Action::await_change());
+    }
+    let snapshot = observe::observe(&ctx.client, canary).await?;
+    let Some(target) = &snapshot.target else {
+        return Ok(Action::await_change());
+    };
+    let replicas = target.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    if replicas == 0 {
+        let desired =
+            crate::workloads::deployment::desired_replicas(target, snapshot.primary.as_ref());
+        act::scale_target(&ctx.client, canary, desired).await?;
+        return Err(Error::Finalizer(
+            "waiting for the target to scale up before reverting".into(),
+        ));
+    }
+    if let Some(t) = &snapshot.observed.target
+        && !t.ready.is_ready()
+    {
+        return Err(Error::Finalizer(
+            "waiting for the target to be ready before reverting".into(),
+        ));
+    }
+    // The apex Service now selects the target's pods and is left in place.
+    let services: Api<Service> =
+        Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
+    let selector = crate::workloads::deployment::target_selector(target);
+    let patch =
+        serde_json::json!({"metadata": {"ownerReferences": null}, "spec": {"selector": selector}});
+    services
+        .patch(
+            canary.service_name(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| Error::Write("Service", canary.service_name().to_string(), e))?;
+    act::write_routes(&ctx.client, canary, 100).await?;
+    info!("reverted: the target serves all traffic");
+    Ok(Action::await_change())
+}
+
+fn error_policy(canary: Arc<Canary>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(canary = %canary.name_any(), error = %error, "reconcile failed");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Canaries in `ns` whose target is `name`.
+fn canaries_targeting(
+    store: &Store<Canary>,
+    ns: Option<String>,
+    name: &str,
+) -> Vec<ObjectRef<Canary>> {
+    let name = name.trim_end_matches("-primary");
+    store
+        .state()
+        .iter()
+        .filter(|c| c.namespace() == ns && c.spec.target_ref.name == name)
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// Canaries in `ns` that track the config `key` (`configmap/name`).
+fn canaries_tracking(
+    store: &Store<Canary>,
+    ns: Option<String>,
+    key: &str,
+) -> Vec<ObjectRef<Canary>> {
+    store
+        .state()
+        .iter()
+        .filter(|c| {
+            c.namespace() == ns
+                && c.status
+                    .as_ref()
+                    .and_then(|s| s.tracked_configs.as_ref())
+                    .is_some_and(|t: &BTreeMap<String, String>| t.contains_key(key))
+        })
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until SIGTERM or Ctrl-C.
+pub async fn run(client: Client, config: Config) {
+    let ns = config.namespace.clone();
+    let canaries: Api<Canary> = api(&client, &ns);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "serin".into(),
+            instance: None,
+        },
+    );
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder,
+        config,
+    });
+    let controller = Controller::new(canaries, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let (targets, cms, secrets) = (store.clone(), store.clone(), store.clone());
+    info!(namespace = ?ns, "serin controller starting");
+    controller
+        .owns(api::<Service>(&client, &ns), watcher::Config::default())
+        .watches(
+            api::<Deployment>(&client, &ns),
+            watcher::Config::default(),
+            move |d| canaries_targeting(&targets, d.namespace(), &d.name_any()),
+        )
+        .watches_stream(
+            watcher(
+                api::<PartialObjectMeta<ConfigMap>>(&client, &ns),
+                watcher::Config::default(),
+            )
+            .touched_objects(),
+            move |m| canaries_tracking(&cms, m.namespace(), &format!("configmap/{}", m.name_any())),
+        )
+        .watches_stream(
+            watcher(
+                api::<PartialObjectMeta<Secret>>(&client, &ns),
+                watcher::Config::default(),
+            )
+            .touched_objects(),
+            move |m| {
+                canaries_tracking(&secrets, m.namespace(), &format!("secret/{}", m.name_any()))
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile error");
+            }
+        })
+        .await;
+}
