@@ -2,3 +2,6 @@
 
 pub mod conditions;
 pub mod plan;
+
+#[cfg(test)]
+pub mod fixtures;
