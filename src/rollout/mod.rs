@@ -5,3 +5,5 @@ pub mod plan;
 
 #[cfg(test)]
 pub mod fixtures;
+#[cfg(test)]
+mod plan_tests;
