@@ -315,6 +315,9 @@ pub fn plan(input: &Input<'_>) -> Plan {
                     target.revision
                 ));
             } else if input.gates.start_approved {
+                // The canary is scaled up only now: its progress deadline starts now, not
+                // when the revision began waiting for approval.
+                b.status.analysis_start_time = Some(Time(input.now));
                 b.target = TargetScale::Up;
                 b.event(
                     false,

@@ -230,6 +230,37 @@ fn a_new_revision_waits_in_waiting_until_the_start_gate_is_approved() {
 }
 
 #[test]
+fn an_approved_start_gets_the_full_progress_deadline_however_long_the_approval_took() {
+    let mut clock = Clock::start();
+    let mut canary = canary()
+        .requires_start_approval()
+        .progress_deadline_secs(60)
+        .with_status(|s| s.phase(Succeeded).settled_on("rev-a"));
+    let plan = plan_at(&canary, &target_b_ready(), clock.now());
+    assert_eq!(plan.status.phase, Waiting);
+    apply(&mut canary, &plan);
+
+    // The approval comes long after the deadline would have passed.
+    clock.advance_secs(3600);
+    let approved = Gates {
+        start_approved: true,
+        ..Gates::default()
+    };
+    let plan = plan_with(&canary, &target_b_ready(), approved, None, clock.now());
+    assert_eq!(plan.status.phase, Progressing);
+    apply(&mut canary, &plan);
+
+    // The canary was only scaled up now: it has its own deadline to become ready.
+    clock.advance_secs(5);
+    let starting = observed()
+        .target("rev-b", not_ready("0/1 pods ready"))
+        .primary("rev-a", ready());
+    let plan = plan_at(&canary, &starting, clock.now());
+    assert_eq!(plan.status.phase, Progressing, "{:?}", plan.status.message);
+    assert!(message(&plan.status).contains("0/1 pods ready"));
+}
+
+#[test]
 fn a_failed_revision_is_not_retried_and_its_target_stays_scaled_down() {
     let mut clock = Clock::start();
     let canary = canary().with_status(|s| s.phase(Failed).promoted("rev-a").applied("rev-b"));
