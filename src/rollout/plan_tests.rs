@@ -595,6 +595,34 @@ fn a_canary_not_ready_before_the_progress_deadline_waits() {
     assert!(plan.events.is_empty());
 }
 
+#[test]
+fn a_canary_that_stops_being_ready_late_in_a_long_analysis_gets_the_deadline_to_recover() {
+    let clock = Clock::start();
+    // (seconds since the last step, taken while ready, and the phase that follows) for an
+    // analysis started 2000s ago with a 600s deadline.
+    let table = [(30, Progressing), (600, Progressing), (601, Failed)];
+    for (since_step, next) in table {
+        let canary = canary().with_status(|s| {
+            s.phase(Progressing)
+                .promoted("rev-a")
+                .applied("rev-b")
+                .weight(50)
+                .analysis_started_at(clock.ago_secs(2000))
+                .last_analysed_at(clock.ago_secs(since_step))
+        });
+        let world = observed()
+            .target("rev-b", not_ready("1/2 pods ready"))
+            .primary("rev-a", ready());
+        let plan = plan_at(&canary, &world, clock.now());
+        assert_eq!(
+            plan.status.phase, next,
+            "{since_step}s after the last step: {:?}",
+            plan.status.message
+        );
+        assert!(message(&plan.status).contains("1/2 pods ready"));
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // A new revision in flight
 
