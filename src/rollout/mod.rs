@@ -2,3 +2,8 @@
 
 pub mod conditions;
 pub mod plan;
+
+#[cfg(test)]
+pub mod fixtures;
+#[cfg(test)]
+mod plan_tests;

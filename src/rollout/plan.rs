@@ -315,6 +315,9 @@ pub fn plan(input: &Input<'_>) -> Plan {
                     target.revision
                 ));
             } else if input.gates.start_approved {
+                // The canary is scaled up only now: its progress deadline starts now, not
+                // when the revision began waiting for approval.
+                b.status.analysis_start_time = Some(Time(input.now));
                 b.target = TargetScale::Up;
                 b.event(
                     false,
@@ -449,8 +452,15 @@ fn progress(b: &mut Builder<'_>, target: &Target) {
         return;
     }
     if let Readiness::NotReady(why) = &target.ready {
-        // The deadline counts from the start of this analysis.
-        let waited = since(&status.analysis_start_time, input.now);
+        // The deadline counts from the last time the canary was seen ready: the last
+        // step (steps are taken only when it is ready), else the start of this analysis.
+        // A canary that stops being ready late in a long analysis gets the whole deadline
+        // to recover, as a Deployment's progress deadline does.
+        let last_ready = status
+            .last_analysis_time
+            .clone()
+            .or_else(|| status.analysis_start_time.clone());
+        let waited = since(&last_ready, input.now);
         if waited > canary.spec.progress_deadline() {
             b.rollback(format!(
                 "canary not ready within the progress deadline of {}s: {why}",
