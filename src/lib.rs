@@ -9,4 +9,5 @@ pub mod api;
 pub mod bench;
 pub mod rollout;
 pub mod sim;
+pub mod telemetry;
 pub mod workloads;
