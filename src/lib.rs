@@ -11,4 +11,5 @@ pub mod controller;
 pub mod rollout;
 pub mod router;
 pub mod sim;
+pub mod telemetry;
 pub mod workloads;

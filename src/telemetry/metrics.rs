@@ -1,0 +1,682 @@
+//! Prometheus series for canaries and the reconcile loop. The canary series keep Flagger's
+//! names (with `serin_` in place of `flagger_`), labels and values, so Flagger dashboards
+//! and alerts work after renaming the prefix; the reconcile series are serin's own.
+//!
+//! Flagger labels canary series by the *target workload's* name (`spec.targetRef.name`),
+//! not the Canary's; every `name` argument here is that target name.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::api::CanaryPhase;
+
+/// The prefix [`Metrics::new`] registers every series under.
+pub const PREFIX: &str = "serin";
+
+/// Flagger's buckets for `canary_duration_seconds` (client_golang's `DefBuckets`), kept
+/// so that bucket-level queries written for Flagger still line up.
+const ANALYSIS_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A reconcile reads from caches (milliseconds) but may wait on the API server or a
+/// metric provider (seconds), so the buckets span both.
+const RECONCILE_BUCKETS: [f64; 13] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Value of `canary_status` for a phase, as Flagger computes it: `0` while the analysis is
+/// `Progressing`, `2` once `Failed`, and `1` for every other phase (Flagger's "successful",
+/// which also covers Initializing, Initialized, Waiting, WaitingPromotion, Promoting,
+/// Finalising, Succeeded and Terminating).
+pub fn status_value(phase: CanaryPhase) -> f64 {
+    match phase {
+        CanaryPhase::Progressing => 0.0,
+        CanaryPhase::Failed => 2.0,
+        _ => 1.0,
+    }
+}
+
+/// How a rollout shifts traffic: the `deployment_strategy` label of the outcome counters,
+/// with Flagger's values.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum DeploymentStrategy {
+    /// Progressive traffic shifting by weight (`canary`).
+    Canary,
+    /// Iterations with all test traffic on the canary, then a switch (`blue-green`).
+    BlueGreen,
+    /// Iterations with traffic matched by headers or cookies (`ab-testing`).
+    AbTesting,
+}
+
+impl DeploymentStrategy {
+    const ALL: [DeploymentStrategy; 3] = [Self::Canary, Self::BlueGreen, Self::AbTesting];
+
+    /// The label value, as Flagger writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Canary => "canary",
+            Self::BlueGreen => "blue-green",
+            Self::AbTesting => "ab-testing",
+        }
+    }
+}
+
+impl EncodeLabelValue for DeploymentStrategy {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// Whether the analysis ran before the outcome: the `analysis_status` label of the
+/// outcome counters, with Flagger's values.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum AnalysisStatus {
+    /// The analysis ran (`completed`).
+    Completed,
+    /// `skipAnalysis` was set and the revision was promoted without one (`skipped`).
+    Skipped,
+}
+
+impl AnalysisStatus {
+    const ALL: [AnalysisStatus; 2] = [Self::Completed, Self::Skipped];
+
+    /// The label value, as Flagger writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+impl EncodeLabelValue for AnalysisStatus {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// How a rollout ended: picks `canary_successes_total` or `canary_failures_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Outcome {
+    /// The revision was promoted.
+    Succeeded,
+    /// The revision was rolled back.
+    Failed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CanaryLabels {
+    name: String,
+    namespace: String,
+}
+
+impl CanaryLabels {
+    fn new(name: &str, namespace: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkloadLabels {
+    workload: String,
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceLabels {
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MetricLabels {
+    name: String,
+    namespace: String,
+    metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    name: String,
+    namespace: String,
+    deployment_strategy: DeploymentStrategy,
+    analysis_status: AnalysisStatus,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
+    version: String,
+    mesh_provider: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn analysis_histogram() -> Histogram {
+    Histogram::new(ANALYSIS_BUCKETS)
+}
+
+#[derive(Debug)]
+struct Inner {
+    info: Family<InfoLabels, Gauge>,
+    status: Family<CanaryLabels, FloatGauge>,
+    weight: Family<WorkloadLabels, Gauge>,
+    total: Family<NamespaceLabels, Gauge>,
+    duration: HistogramFamily<CanaryLabels>,
+    analysis: Family<MetricLabels, FloatGauge>,
+    successes: Family<OutcomeLabels, Counter>,
+    failures: Family<OutcomeLabels, Counter>,
+    reconcile_duration: Histogram,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    /// `Family` cannot remove by partial labels, so `forget` needs the metric names that
+    /// were set for each canary.
+    analysis_names: Mutex<HashMap<CanaryLabels, BTreeSet<String>>>,
+}
+
+/// The controller's metric handles. Cloning is cheap (one `Arc`) and every clone updates
+/// the same series.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl Default for Metrics {
+    /// Handles that are not registered anywhere yet; see [`Metrics::register`].
+    fn default() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                info: Family::default(),
+                status: Family::default(),
+                weight: Family::default(),
+                total: Family::default(),
+                duration: Family::new_with_constructor(analysis_histogram),
+                analysis: Family::default(),
+                successes: Family::default(),
+                failures: Family::default(),
+                reconcile_duration: Histogram::new(RECONCILE_BUCKETS),
+                reconcile_errors: Family::default(),
+                analysis_names: Mutex::default(),
+            }),
+        }
+    }
+}
+
+impl Metrics {
+    /// Creates the handles and registers them under the `serin` prefix of `registry`,
+    /// which should therefore be the root registry (one without a prefix of its own).
+    pub fn new(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        metrics.register(registry.sub_registry_with_prefix(PREFIX));
+        metrics
+    }
+
+    /// Registers every series in `registry` without adding a prefix, for callers that
+    /// compose registries themselves.
+    pub fn register(&self, registry: &mut Registry) {
+        // prometheus-client appends `_total` to counter names and `.` to help texts.
+        let m = &self.inner;
+        registry.register(
+            "info",
+            "serin version and mesh provider information",
+            m.info.clone(),
+        );
+        registry.register(
+            "canary_duration_seconds",
+            "Seconds spent performing canary analysis",
+            m.duration.clone(),
+        );
+        registry.register(
+            "canary_total",
+            "Total number of canary object",
+            m.total.clone(),
+        );
+        registry.register(
+            "canary_status",
+            "Last canary analysis result (0 running, 1 successful, 2 failed)",
+            m.status.clone(),
+        );
+        registry.register(
+            "canary_weight",
+            "The virtual service destination weight current value",
+            m.weight.clone(),
+        );
+        registry.register(
+            "canary_metric_analysis",
+            "Last canary analysis result per metric",
+            m.analysis.clone(),
+        );
+        registry.register(
+            "canary_successes",
+            "Total number of canary successes",
+            m.successes.clone(),
+        );
+        registry.register(
+            "canary_failures",
+            "Total number of canary failures",
+            m.failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Seconds spent in one reconcile of a Canary",
+            m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that returned an error, by error kind",
+            m.reconcile_errors.clone(),
+        );
+    }
+
+    /// Sets `serin_info{version, mesh_provider}` to 1 (Flagger's `flagger_info`).
+    pub fn set_info(&self, version: &str, mesh_provider: &str) {
+        self.inner
+            .info
+            .get_or_create(&InfoLabels {
+                version: version.to_owned(),
+                mesh_provider: mesh_provider.to_owned(),
+            })
+            .set(1);
+    }
+
+    /// Sets `serin_canary_status{name, namespace}`. Use [`status_value`] (or
+    /// [`Metrics::set_phase`]) for Flagger's encoding: 0 running, 1 successful, 2 failed.
+    pub fn set_status(&self, name: &str, namespace: &str, status: f64) {
+        self.inner
+            .status
+            .get_or_create(&CanaryLabels::new(name, namespace))
+            .set(status);
+    }
+
+    /// Sets `serin_canary_status` from a phase, with Flagger's mapping ([`status_value`]).
+    pub fn set_phase(&self, name: &str, namespace: &str, phase: CanaryPhase) {
+        self.set_status(name, namespace, status_value(phase));
+    }
+
+    /// Sets `serin_canary_weight{workload, namespace}` for both sides of the route, as
+    /// Flagger does: `workload="<name>-primary"` gets `primary`, `workload="<name>"` gets
+    /// `canary`.
+    pub fn set_weight(&self, name: &str, namespace: &str, primary: i64, canary: i64) {
+        let weight = |workload: String, value: i64| {
+            self.inner
+                .weight
+                .get_or_create(&WorkloadLabels {
+                    workload,
+                    namespace: namespace.to_owned(),
+                })
+                .set(value);
+        };
+        weight(primary_workload(name), primary);
+        weight(name.to_owned(), canary);
+    }
+
+    /// Observes `serin_canary_duration_seconds{name, namespace}`: the time one analysis
+    /// step took (Flagger observes it once per analysis interval, not once per rollout).
+    pub fn observe_duration(&self, name: &str, namespace: &str, seconds: f64) {
+        self.inner
+            .duration
+            .get_or_create(&CanaryLabels::new(name, namespace))
+            .observe(seconds);
+    }
+
+    /// Sets `serin_canary_total{namespace}` to the number of Canaries in `namespace`.
+    ///
+    /// A gauge set to a count, as in Flagger (which recounts its canary cache on every
+    /// scheduling tick), not a counter: a reconcile runs many times per Canary, so
+    /// incrementing per reconcile would overcount. Set 0 when the last Canary of a
+    /// namespace goes, so the series does not keep a stale count.
+    pub fn set_total(&self, namespace: &str, total: i64) {
+        self.inner
+            .total
+            .get_or_create(&NamespaceLabels {
+                namespace: namespace.to_owned(),
+            })
+            .set(total);
+    }
+
+    /// Sets `serin_canary_metric_analysis{name, namespace, metric}`: the last value of one
+    /// analysis metric (`metric` is the metric's name in the Canary spec).
+    pub fn set_metric_analysis(&self, name: &str, namespace: &str, metric: &str, value: f64) {
+        let canary = CanaryLabels::new(name, namespace);
+        self.inner
+            .analysis
+            .get_or_create(&MetricLabels {
+                name: name.to_owned(),
+                namespace: namespace.to_owned(),
+                metric: metric.to_owned(),
+            })
+            .set(value);
+        self.inner
+            .analysis_names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(canary)
+            .or_default()
+            .insert(metric.to_owned());
+    }
+
+    /// Counts a finished rollout in `serin_canary_successes_total` or
+    /// `serin_canary_failures_total`, labelled `{name, namespace, deployment_strategy,
+    /// analysis_status}` as in Flagger (which counts rollbacks as `completed` and
+    /// promotions with `skipAnalysis` as `skipped`).
+    pub fn inc_outcome(
+        &self,
+        name: &str,
+        namespace: &str,
+        strategy: DeploymentStrategy,
+        analysis: AnalysisStatus,
+        outcome: Outcome,
+    ) {
+        let family = match outcome {
+            Outcome::Succeeded => &self.inner.successes,
+            Outcome::Failed => &self.inner.failures,
+        };
+        family
+            .get_or_create(&OutcomeLabels {
+                name: name.to_owned(),
+                namespace: namespace.to_owned(),
+                deployment_strategy: strategy,
+                analysis_status: analysis,
+            })
+            .inc();
+    }
+
+    /// Starts timing one reconcile; `serin_reconcile_duration_seconds` gets the elapsed
+    /// time when the returned guard is dropped, on every return path.
+    pub fn reconcile_started(&self) -> ReconcileTimer {
+        ReconcileTimer {
+            histogram: self.inner.reconcile_duration.clone(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Counts a failed reconcile in `serin_reconcile_errors_total{error}`. `error_label`
+    /// should be an error's short, bounded label (the `label()` of the module's error
+    /// enum), never its message.
+    pub fn reconcile_failed(&self, error_label: &str) {
+        self.inner
+            .reconcile_errors
+            .get_or_create(&ErrorLabels {
+                error: error_label.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Removes every series of a deleted canary: status, both weights, duration, the
+    /// metric analysis values and the outcome counters. `serin_canary_total` is per
+    /// namespace and is left to [`Metrics::set_total`].
+    pub fn forget(&self, name: &str, namespace: &str) {
+        let m = &self.inner;
+        let canary = CanaryLabels::new(name, namespace);
+        m.status.remove(&canary);
+        m.duration.remove(&canary);
+        for workload in [primary_workload(name), name.to_owned()] {
+            m.weight.remove(&WorkloadLabels {
+                workload,
+                namespace: namespace.to_owned(),
+            });
+        }
+        let metric_names = m
+            .analysis_names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&canary)
+            .unwrap_or_default();
+        for metric in metric_names {
+            m.analysis.remove(&MetricLabels {
+                name: name.to_owned(),
+                namespace: namespace.to_owned(),
+                metric,
+            });
+        }
+        for deployment_strategy in DeploymentStrategy::ALL {
+            for analysis_status in AnalysisStatus::ALL {
+                let labels = OutcomeLabels {
+                    name: name.to_owned(),
+                    namespace: namespace.to_owned(),
+                    deployment_strategy,
+                    analysis_status,
+                };
+                m.successes.remove(&labels);
+                m.failures.remove(&labels);
+            }
+        }
+    }
+}
+
+fn primary_workload(name: &str) -> String {
+    format!("{name}-primary")
+}
+
+/// Times one reconcile; observes `serin_reconcile_duration_seconds` when dropped.
+#[derive(Debug)]
+#[must_use = "the reconcile is timed until this guard is dropped"]
+pub struct ReconcileTimer {
+    histogram: Histogram,
+    started: Instant,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode;
+
+    fn setup() -> (Registry, Metrics) {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        (registry, metrics)
+    }
+
+    fn render(registry: &Registry) -> String {
+        let mut out = String::new();
+        encode(&mut out, registry).unwrap();
+        out
+    }
+
+    fn assert_line(text: &str, line: &str) {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing line {line:?} in:\n{text}"
+        );
+    }
+
+    fn assert_no_series(text: &str, series: &str) {
+        let found: Vec<_> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(series))
+            .collect();
+        assert!(found.is_empty(), "unexpected {series}: {found:?}");
+    }
+
+    #[test]
+    fn canary_series_render_with_flagger_names_and_labels() {
+        let (registry, metrics) = setup();
+        metrics.set_info("0.1.0", "istio");
+        metrics.set_phase("podinfo", "test", CanaryPhase::Progressing);
+        metrics.set_weight("podinfo", "test", 95, 5);
+        metrics.observe_duration("podinfo", "test", 1.5);
+        metrics.set_total("test", 2);
+        metrics.set_metric_analysis("podinfo", "test", "request-success-rate", 99.5);
+        metrics.inc_outcome(
+            "podinfo",
+            "test",
+            DeploymentStrategy::BlueGreen,
+            AnalysisStatus::Completed,
+            Outcome::Succeeded,
+        );
+        metrics.inc_outcome(
+            "podinfo",
+            "test",
+            DeploymentStrategy::Canary,
+            AnalysisStatus::Skipped,
+            Outcome::Failed,
+        );
+        let text = render(&registry);
+
+        assert_line(
+            &text,
+            r#"serin_info{version="0.1.0",mesh_provider="istio"} 1"#,
+        );
+        assert_line(&text, "# TYPE serin_canary_status gauge");
+        assert_line(
+            &text,
+            r#"serin_canary_status{name="podinfo",namespace="test"} 0.0"#,
+        );
+        assert_line(
+            &text,
+            r#"serin_canary_weight{workload="podinfo-primary",namespace="test"} 95"#,
+        );
+        assert_line(
+            &text,
+            r#"serin_canary_weight{workload="podinfo",namespace="test"} 5"#,
+        );
+        assert_line(&text, "# TYPE serin_canary_duration_seconds histogram");
+        assert_line(
+            &text,
+            r#"serin_canary_duration_seconds_bucket{le="2.5",name="podinfo",namespace="test"} 1"#,
+        );
+        assert_line(
+            &text,
+            r#"serin_canary_duration_seconds_sum{name="podinfo",namespace="test"} 1.5"#,
+        );
+        assert_line(&text, r#"serin_canary_total{namespace="test"} 2"#);
+        assert_line(
+            &text,
+            r#"serin_canary_metric_analysis{name="podinfo",namespace="test",metric="request-success-rate"} 99.5"#,
+        );
+        assert_line(&text, "# TYPE serin_canary_successes counter");
+        assert_line(
+            &text,
+            r#"serin_canary_successes_total{name="podinfo",namespace="test",deployment_strategy="blue-green",analysis_status="completed"} 1"#,
+        );
+        assert_line(
+            &text,
+            r#"serin_canary_failures_total{name="podinfo",namespace="test",deployment_strategy="canary",analysis_status="skipped"} 1"#,
+        );
+    }
+
+    #[test]
+    fn status_follows_flaggers_encoding_of_phases() {
+        let cases = [
+            (CanaryPhase::Initializing, 1.0),
+            (CanaryPhase::Initialized, 1.0),
+            (CanaryPhase::Waiting, 1.0),
+            (CanaryPhase::Progressing, 0.0),
+            (CanaryPhase::WaitingPromotion, 1.0),
+            (CanaryPhase::Promoting, 1.0),
+            (CanaryPhase::Finalising, 1.0),
+            (CanaryPhase::Succeeded, 1.0),
+            (CanaryPhase::Failed, 2.0),
+            (CanaryPhase::Terminating, 1.0),
+        ];
+        for (phase, expected) in cases {
+            assert_eq!(status_value(phase), expected, "{phase}");
+        }
+    }
+
+    #[test]
+    fn reconcile_timer_observes_on_drop_and_errors_count_by_label() {
+        let (registry, metrics) = setup();
+        {
+            let _timer = metrics.reconcile_started();
+        }
+        let _ = metrics.reconcile_started();
+        metrics.reconcile_failed("kube");
+        metrics.reconcile_failed("kube");
+        let text = render(&registry);
+
+        assert_line(&text, "# TYPE serin_reconcile_duration_seconds histogram");
+        assert_line(&text, "serin_reconcile_duration_seconds_count 2");
+        assert_line(&text, r#"serin_reconcile_errors_total{error="kube"} 2"#);
+    }
+
+    #[test]
+    fn forget_removes_every_series_of_the_canary_and_keeps_the_others() {
+        let (registry, metrics) = setup();
+        for name in ["podinfo", "other"] {
+            metrics.set_phase(name, "test", CanaryPhase::Succeeded);
+            metrics.set_weight(name, "test", 100, 0);
+            metrics.observe_duration(name, "test", 0.2);
+            metrics.set_metric_analysis(name, "test", "request-duration", 120.0);
+            metrics.set_metric_analysis(name, "test", "error-rate", 0.1);
+            metrics.inc_outcome(
+                name,
+                "test",
+                DeploymentStrategy::AbTesting,
+                AnalysisStatus::Completed,
+                Outcome::Succeeded,
+            );
+            metrics.inc_outcome(
+                name,
+                "test",
+                DeploymentStrategy::Canary,
+                AnalysisStatus::Completed,
+                Outcome::Failed,
+            );
+        }
+        metrics.set_total("test", 2);
+
+        metrics.forget("podinfo", "test");
+        let text = render(&registry);
+
+        let gone: Vec<_> = text
+            .lines()
+            .filter(|l| l.contains(r#""podinfo""#) || l.contains(r#""podinfo-primary""#))
+            .collect();
+        assert!(gone.is_empty(), "series left behind: {gone:?}");
+        assert_line(
+            &text,
+            r#"serin_canary_status{name="other",namespace="test"} 1.0"#,
+        );
+        assert_line(
+            &text,
+            r#"serin_canary_weight{workload="other-primary",namespace="test"} 100"#,
+        );
+        assert_line(
+            &text,
+            r#"serin_canary_metric_analysis{name="other",namespace="test",metric="error-rate"} 0.1"#,
+        );
+        assert_line(&text, r#"serin_canary_total{namespace="test"} 2"#);
+    }
+
+    #[test]
+    fn nothing_is_rendered_for_a_canary_before_it_is_recorded() {
+        let (registry, _metrics) = setup();
+        let text = render(&registry);
+        assert_no_series(&text, "serin_canary_status{");
+        assert_line(&text, "# EOF");
+    }
+
+    #[test]
+    fn clones_update_the_same_series() {
+        let (registry, metrics) = setup();
+        let clone = metrics.clone();
+        clone.set_total("test", 3);
+        assert_line(
+            &render(&registry),
+            r#"serin_canary_total{namespace="test"} 3"#,
+        );
+    }
+}
