@@ -35,6 +35,9 @@ struct RunArgs {
     /// Watch Canaries in this namespace only (default: all namespaces).
     #[arg(long, env = "SERIN_NAMESPACE")]
     namespace: Option<String>,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "SERIN_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: std::net::SocketAddr,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "SERIN_LOG_JSON")]
     log_json: bool,
@@ -75,11 +78,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .install_default()
         .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
     let client = kube::Client::try_default().await?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = serin::telemetry::Metrics::new(&mut registry);
+    metrics.set_info(env!("CARGO_PKG_VERSION"), "istio");
+    let ready = serin::telemetry::Readiness::new();
+    let server =
+        serin::telemetry::Server::bind(args.listen, std::sync::Arc::new(registry), ready.clone())
+            .await?;
+    tracing::info!(address = %server.local_addr(), "serving /metrics, /healthz and /readyz");
+    tokio::spawn(async move {
+        if let Err(e) = server.run().await {
+            tracing::error!(error = %e, "the metrics server stopped");
+        }
+    });
     let config = serin::controller::Config {
         metrics_server: args.metrics_server,
         namespace: args.namespace,
     };
-    serin::controller::run(client, config).await;
+    serin::controller::run(client, config, metrics, ready).await;
     Ok(())
 }
 

@@ -30,6 +30,7 @@ use tracing::{info, instrument, warn};
 use crate::analysis::checks;
 use crate::api::Canary;
 use crate::rollout::plan::{self, Input, Verdict};
+use crate::telemetry::{AnalysisStatus, DeploymentStrategy, Metrics, Outcome, Readiness};
 
 pub const FINALIZER: &str = "serin.dev/finalizer";
 
@@ -72,6 +73,7 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub config: Config,
+    pub metrics: Metrics,
 }
 
 fn verdict_of(results: &[checks::MetricResult]) -> Verdict {
@@ -88,6 +90,7 @@ fn verdict_of(results: &[checks::MetricResult]) -> Verdict {
 
 #[instrument(skip(canary, ctx), fields(canary = %canary.name_any(), namespace = canary.namespace().unwrap_or_default()))]
 async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started();
     let ns = canary.namespace().unwrap_or_default();
     let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, canary, |event| async {
@@ -112,6 +115,14 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
         let results = checks::run(&ctx.client, canary, &ctx.config.metrics_server).await;
         for r in &results {
             info!(metric = %r.name, value = ?r.value, failure = ?r.failure, "metric check");
+            if let Some(value) = r.value {
+                ctx.metrics.set_metric_analysis(
+                    &canary.spec.target_ref.name,
+                    &canary.namespace().unwrap_or_default(),
+                    &r.name,
+                    value,
+                );
+            }
         }
         Some(verdict_of(&results))
     } else {
@@ -129,8 +140,41 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
     let hashes = observe::config_hashes(&snapshot.configs);
     plan.status.tracked_configs = (!hashes.is_empty()).then_some(hashes);
     act::act(ctx, canary, &snapshot, &plan).await?;
+    record(ctx, canary, &plan.status);
     info!(phase = %plan.status.phase, weight = plan.status.canary_weight, failed_checks = plan.status.failed_checks, "reconciled");
     Ok(Action::requeue(plan.requeue))
+}
+
+/// Updates the Flagger-compatible series after a reconcile.
+fn record(ctx: &Context, canary: &Canary, status: &crate::api::CanaryStatus) {
+    let (name, ns) = (
+        canary.spec.target_ref.name.as_str(),
+        canary.namespace().unwrap_or_default(),
+    );
+    ctx.metrics.set_phase(name, &ns, status.phase);
+    let weight = i64::from(status.canary_weight);
+    ctx.metrics.set_weight(name, &ns, 100 - weight, weight);
+    let before = canary.status.as_ref().map(|s| s.phase);
+    if before != Some(status.phase) {
+        let analysis = if canary.spec.skip_analysis {
+            AnalysisStatus::Skipped
+        } else {
+            AnalysisStatus::Completed
+        };
+        let outcome = match status.phase {
+            crate::api::CanaryPhase::Succeeded => Some(Outcome::Succeeded),
+            crate::api::CanaryPhase::Failed => Some(Outcome::Failed),
+            _ => None,
+        };
+        if let Some(outcome) = outcome {
+            ctx.metrics
+                .inc_outcome(name, &ns, DeploymentStrategy::Canary, analysis, outcome);
+            if let Some(start) = &status.analysis_start_time {
+                let seconds = jiff::Timestamp::now().duration_since(start.0).as_secs_f64();
+                ctx.metrics.observe_duration(name, &ns, seconds);
+            }
+        }
+    }
 }
 
 /// On deletion: with `revertOnDeletion`, give the traffic back to the target (scaled up,
@@ -178,7 +222,8 @@ async fn cleanup(canary: &Canary, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-fn error_policy(canary: Arc<Canary>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(canary: Arc<Canary>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(error.label());
     warn!(canary = %canary.name_any(), error = %error, "reconcile failed");
     Action::requeue(Duration::from_secs(2))
 }
@@ -228,24 +273,41 @@ where
     }
 }
 
-/// Runs the controller until SIGTERM or Ctrl-C.
-pub async fn run(client: Client, config: Config) {
+/// Runs the controller until SIGTERM or Ctrl-C. `ready` is set once the Canary cache
+/// has synced.
+pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readiness) {
     let ns = config.namespace.clone();
     let canaries: Api<Canary> = api(&client, &ns);
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "serin".into(),
-            instance: None,
-        },
-    );
+    let reporter = Reporter {
+        controller: "serin".into(),
+        instance: None,
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder,
         config,
+        metrics: metrics.clone(),
     });
     let controller = Controller::new(canaries, watcher::Config::default().any_semantic());
     let store = controller.store();
+    let synced = store.clone();
+    tokio::spawn(async move {
+        if synced.wait_until_ready().await.is_ok() {
+            ready.set_ready(true);
+        }
+        // Canaries per namespace, as Flagger counts them.
+        loop {
+            let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+            for c in synced.state() {
+                *totals.entry(c.namespace().unwrap_or_default()).or_default() += 1;
+            }
+            for (ns, total) in totals {
+                metrics.set_total(&ns, total);
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+    });
     let (targets, cms, secrets) = (store.clone(), store.clone(), store.clone());
     info!(namespace = ?ns, "serin controller starting");
     controller

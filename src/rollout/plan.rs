@@ -432,6 +432,9 @@ fn progress(b: &mut Builder<'_>, target: &Target) {
     let input = b.input;
     let canary = input.canary;
     let status = b.status.clone();
+    // Keep asking for the canary's replicas: a restart between the status write and the
+    // scale-up, or someone scaling it down, must not leave the analysis without pods.
+    b.target = TargetScale::Up;
     if status.last_applied_spec.as_deref() != Some(&target.revision) {
         b.event(
             false,

@@ -26,6 +26,8 @@ pub const E2E_LABEL: &str = "serin.dev/e2e";
 pub struct Env {
     pub prometheus_url: String,
     pub prometheus_targets: PathBuf,
+    /// The cluster's directory; child processes log to `logs/` in it.
+    pub dir: PathBuf,
 }
 
 impl Env {
@@ -43,6 +45,7 @@ impl Env {
         Env {
             prometheus_url: var("SERIN_PROMETHEUS_URL"),
             prometheus_targets: var("SERIN_PROMETHEUS_TARGETS").into(),
+            dir: var("SERIN_E2E_DIR").into(),
         }
     }
 }

@@ -1,5 +1,8 @@
 //! End-to-end tests against the real local control plane and Prometheus started by
 //! `tests/e2e/cluster.sh` (run them with `make test`).
 
+mod admission;
+mod fixture;
 mod harness;
+mod rollout;
 mod smoke;

@@ -1,0 +1,421 @@
+//! A rollout under test: one namespace with its own serin controller and traffic
+//! simulator (as child processes), the podinfo sample app, and helpers that read what a
+//! user would see: the Canary's status and events, the VirtualService weights, the
+//! Deployments.
+
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::{apps::v1::Deployment, events::v1::Event};
+use kube::{
+    Api, Client,
+    api::{DynamicObject, ListParams, Patch, PatchParams},
+    core::{ApiResource, GroupVersionKind},
+};
+use serde_json::{Value, json};
+use serin::api::{Canary, CanaryPhase};
+use tokio::process::{Child, Command};
+
+use crate::harness::{Env, eventually};
+
+/// A child process killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+fn spawn(name: &str, ns: &str, program: &str, args: &[&str]) -> Process {
+    let env = Env::get();
+    let log = env.dir.join("logs").join(format!("{name}-{ns}.log"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .expect("log file");
+    let child = Command::new(program)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+    Process { child, log }
+}
+
+pub struct Rollout {
+    pub client: Client,
+    pub ns: String,
+    pub env: Env,
+    pub serin: Option<Process>,
+    pub _sim: Process,
+    pub started: Instant,
+}
+
+impl Drop for Rollout {
+    /// Reports the controller's memory at the end of each scenario (read, not asserted).
+    fn drop(&mut self) {
+        let pid = self.serin.as_ref().and_then(|p| p.child.id());
+        let rss = pid
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string())
+            });
+        if let Some(kib) = rss {
+            println!("serin controller RSS in {}: {kib} KiB", self.ns);
+        }
+    }
+}
+
+pub const IMAGE: &str = "ghcr.io/stefanprodan/podinfo";
+
+impl Rollout {
+    /// Starts a controller and a simulator for `ns`, using `metrics_server` for checks.
+    pub async fn start(client: Client, ns: &str) -> Rollout {
+        let env = Env::get();
+        let sim = spawn(
+            "trafficsim",
+            ns,
+            env!("CARGO_BIN_EXE_serin-trafficsim"),
+            &[
+                "--namespace",
+                ns,
+                "--targets-dir",
+                env.prometheus_targets.to_str().unwrap(),
+            ],
+        );
+        let mut rollout = Rollout {
+            client,
+            ns: ns.to_string(),
+            env,
+            serin: None,
+            _sim: sim,
+            started: Instant::now(),
+        };
+        rollout.start_controller();
+        rollout
+    }
+
+    pub fn start_controller(&mut self) {
+        self.serin = Some(spawn(
+            "serin",
+            &self.ns,
+            env!("CARGO_BIN_EXE_serin"),
+            &[
+                "run",
+                "--namespace",
+                &self.ns,
+                "--metrics-server",
+                &self.env.prometheus_url,
+                "--listen",
+                "127.0.0.1:0",
+            ],
+        ));
+    }
+
+    /// SIGKILL, as the OOM killer or a node failure would.
+    pub async fn kill_controller(&mut self) {
+        if let Some(mut p) = self.serin.take() {
+            p.child.start_kill().unwrap();
+            p.child.wait().await.unwrap();
+        }
+    }
+
+    pub fn controller_log(&self) -> String {
+        self.serin.as_ref().map(Process::tail).unwrap_or_default()
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub async fn apply(&self, manager: &str, object: &Value) {
+        let gvk: GroupVersionKind = GroupVersionKind::try_from(&kube::api::TypeMeta {
+            api_version: object["apiVersion"].as_str().unwrap().into(),
+            kind: object["kind"].as_str().unwrap().into(),
+        })
+        .unwrap();
+        let plural = match gvk.kind.as_str() {
+            "Canary" => "canaries".to_string(),
+            kind => format!("{}s", kind.to_lowercase()),
+        };
+        let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.ns, &resource);
+        let name = object["metadata"]["name"].as_str().unwrap();
+        api.patch(
+            name,
+            &PatchParams::apply(manager).force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {} {name}: {e}", gvk.kind));
+    }
+
+    /// The podinfo Deployment as a GitOps tool would apply it.
+    pub async fn apply_app(&self, manager: &str, tag: &str, error_rate: f64, latency_ms: f64) {
+        self.apply(manager, &podinfo(tag, error_rate, latency_ms, None))
+            .await;
+    }
+
+    pub async fn canary(&self) -> Canary {
+        Api::<Canary>::namespaced(self.client.clone(), &self.ns)
+            .get("podinfo")
+            .await
+            .unwrap()
+    }
+
+    pub async fn deployment(&self, name: &str) -> Deployment {
+        Api::<Deployment>::namespaced(self.client.clone(), &self.ns)
+            .get(name)
+            .await
+            .unwrap()
+    }
+
+    /// The canary weight of the live VirtualService `podinfo`.
+    pub async fn vs_weights(&self) -> Option<(u64, u64)> {
+        let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService");
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.ns, &ApiResource::from_gvk(&gvk));
+        let vs = api.get_opt("podinfo").await.ok()??;
+        let route = vs.data["spec"]["http"][0]["route"].as_array()?.clone();
+        let weight = |host: &str| {
+            route
+                .iter()
+                .find(|r| r["destination"]["host"] == host)
+                .and_then(|r| r["weight"].as_u64())
+        };
+        Some((weight("podinfo-primary")?, weight("podinfo-canary")?))
+    }
+
+    /// Waits for the Canary to reach `phase`, and reports the controller's log if not.
+    pub async fn await_phase(&self, phase: CanaryPhase, timeout: Duration) -> Canary {
+        let what = format!("phase {phase}");
+        let result = tokio::time::timeout(
+            timeout + Duration::from_secs(1),
+            eventually(&what, timeout, || async {
+                let c = self.canary().await;
+                let status = c.status.clone().unwrap_or_default();
+                if status.phase == phase {
+                    Ok(c)
+                } else {
+                    Err(format!(
+                        "phase {} weight {} failed checks {} message {:?}",
+                        status.phase, status.canary_weight, status.failed_checks, status.message
+                    ))
+                }
+            }),
+        )
+        .await;
+        match result {
+            Ok(c) => c,
+            Err(_) => panic!(
+                "timed out waiting for {what}; controller log:\n{}",
+                self.controller_log()
+            ),
+        }
+    }
+
+    /// Polls the VirtualService until the Canary reaches `until`, recording each
+    /// distinct canary weight seen (in order).
+    pub async fn record_weights_until(&self, until: CanaryPhase, timeout: Duration) -> Vec<u64> {
+        let deadline = Instant::now() + timeout;
+        let mut seen: Vec<u64> = Vec::new();
+        loop {
+            if let Some((primary, canary)) = self.vs_weights().await {
+                assert_eq!(primary + canary, 100, "weights always add up to 100");
+                if seen.last() != Some(&canary) {
+                    seen.push(canary);
+                }
+            }
+            let phase = self.canary().await.status.unwrap_or_default().phase;
+            if phase == until {
+                return seen;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {until}; phase {phase}, weights seen {seen:?}; controller log:\n{}",
+                    self.controller_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Events recorded on the Canary, as `(type, reason, note)`.
+    pub async fn events(&self) -> Vec<(String, String, String)> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        let mut events = api.list(&ListParams::default()).await.unwrap().items;
+        events.retain(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Canary"));
+        events.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+        events
+            .into_iter()
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn replicas(d: &Deployment) -> i32 {
+        d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(-1)
+    }
+
+    pub fn image(d: &Deployment) -> String {
+        d.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .image
+            .clone()
+            .unwrap_or_default()
+    }
+}
+
+/// The podinfo Deployment; `config` mounts that ConfigMap.
+pub fn podinfo(tag: &str, error_rate: f64, latency_ms: f64, config: Option<&str>) -> Value {
+    let mut d = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "podinfo", "labels": {"app": "podinfo"}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "podinfo"}},
+            "template": {
+                "metadata": {
+                    "labels": {"app": "podinfo"},
+                    "annotations": {
+                        "sim.serin.dev/error-rate": error_rate.to_string(),
+                        "sim.serin.dev/latency-ms": latency_ms.to_string()
+                    }
+                },
+                "spec": {"containers": [{"name": "podinfod", "image": format!("{IMAGE}:{tag}"), "ports": [{"containerPort": 9898}]}]}
+            }
+        }
+    });
+    if let Some(cm) = config {
+        d["spec"]["template"]["spec"]["volumes"] =
+            json!([{"name": "config", "configMap": {"name": cm}}]);
+        d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] =
+            json!([{"name": "config", "mountPath": "/etc/podinfo"}]);
+    }
+    d
+}
+
+/// The Canary of the tests: 1s steps of 10 up to 50, Istio's builtin metrics over 5s.
+pub fn canary_spec(threshold: u32) -> Value {
+    json!({
+        "apiVersion": "serin.dev/v1alpha1", "kind": "Canary",
+        "metadata": {"name": "podinfo"},
+        "spec": {
+            "provider": "istio",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "progressDeadlineSeconds": 60,
+            "service": {"port": 9898, "targetPort": 9898},
+            "analysis": {
+                "interval": "1s", "threshold": threshold, "maxWeight": 50, "stepWeight": 10,
+                "metrics": [
+                    {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "5s"},
+                    {"name": "request-duration", "thresholdRange": {"max": 500}, "interval": "5s"}
+                ]
+            }
+        }
+    })
+}
+
+/// A Prometheus of one test's own, scraping the same simulator targets as the cluster's,
+/// so that the test can stop it.
+pub struct Prometheus {
+    process: Option<Process>,
+    port: u16,
+}
+
+impl Prometheus {
+    pub fn start(ns: &str) -> Prometheus {
+        let env = Env::get();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = env.dir.join(format!("prometheus-{ns}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: trafficsim\n    file_sd_configs:\n      - files: [\"{}/trafficsim*.json\"]\n        refresh_interval: 1s\n",
+                env.prometheus_targets.display()
+            ),
+        )
+        .unwrap();
+        let process = spawn(
+            "prometheus",
+            ns,
+            "prometheus",
+            &[
+                "--config.file",
+                config.to_str().unwrap(),
+                "--storage.tsdb.path",
+                dir.join("data").to_str().unwrap(),
+                "--web.listen-address",
+                &format!("127.0.0.1:{port}"),
+            ],
+        );
+        Prometheus {
+            process: Some(process),
+            port,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until `query` returns a series.
+    pub async fn await_series(&self, query: &str) {
+        let env = Env {
+            prometheus_url: self.url(),
+            ..Env::get()
+        };
+        eventually(
+            &format!("{query} in the test's Prometheus"),
+            Duration::from_secs(60),
+            || async {
+                let result = crate::harness::prometheus_query(&env, query).await?;
+                if result.is_empty() {
+                    Err("no series yet".to_string())
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.child.start_kill().unwrap();
+            p.child.wait().await.unwrap();
+        }
+    }
+}
