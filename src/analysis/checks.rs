@@ -9,7 +9,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::analysis::{
     builtin::{self, Telemetry},
-    prometheus::PrometheusProvider,
+    prometheus::{PrometheusProvider, QueryError},
     template::{QueryVars, render},
 };
 use crate::api::{Canary, CanaryMetric, MetricTemplate, Provider};
@@ -21,6 +21,8 @@ pub struct MetricResult {
     pub value: Option<f64>,
     /// Why the check failed; `None` when it passed.
     pub failure: Option<String>,
+    /// The failure is that the query returned no data (no series or NaN).
+    pub no_data: bool,
 }
 
 pub fn telemetry_of(provider: Provider) -> Telemetry {
@@ -148,6 +150,7 @@ pub async fn check(
         name: metric.name.clone(),
         value: None,
         failure: Some(failure),
+        no_data: false,
     };
     let (query, server) = match resolve(client, canary, metric, default_address).await {
         Ok(r) => r,
@@ -174,8 +177,12 @@ pub async fn check(
             failure: check_range(&name, value, range_of(metric)),
             name,
             value: Some(value),
+            no_data: false,
         },
-        Err(e) => fail(format!("{name}: {e}")),
+        Err(e) => MetricResult {
+            no_data: matches!(e, QueryError::NoData | QueryError::NaN),
+            ..fail(format!("{name}: {e}"))
+        },
     }
 }
 

@@ -76,13 +76,28 @@ pub struct Context {
     pub metrics: Metrics,
 }
 
-fn verdict_of(results: &[checks::MetricResult]) -> Verdict {
-    let failures: Vec<&str> = results
-        .iter()
-        .filter_map(|r| r.failure.as_deref())
-        .collect();
+/// Combines the checks of one round. Missing data while the canary has had traffic for
+/// less than the longest metric window is a wait, not a failure: the window cannot hold
+/// the canary's requests yet. After that, no data fails the check like any other.
+fn verdict_of(canary: &Canary, results: &[checks::MetricResult], now: Timestamp) -> Verdict {
+    let failures: Vec<&str> = results.iter().filter_map(|r| r.failure.as_deref()).collect();
     if failures.is_empty() {
-        Verdict::Pass
+        return Verdict::Pass;
+    }
+    let window = canary.spec.analysis.metrics.iter().map(|m| m.interval()).max().unwrap_or_default();
+    let exposed = canary
+        .status
+        .as_ref()
+        .and_then(|s| s.analysis_start_time.as_ref())
+        .map(|t| now.duration_since(t.0).unsigned_abs())
+        .unwrap_or_default();
+    let only_no_data = results.iter().all(|r| r.failure.is_none() || r.no_data);
+    if only_no_data && exposed < window {
+        Verdict::Hold(format!(
+            "waiting for the first metric window ({}s): {}",
+            window.as_secs(),
+            failures.join("; ")
+        ))
     } else {
         Verdict::Fail(failures.join("; "))
     }
@@ -124,7 +139,7 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
                 );
             }
         }
-        Some(verdict_of(&results))
+        Some(verdict_of(canary, &results, now))
     } else {
         None
     };

@@ -301,7 +301,7 @@ cmd_down() {
   # Clients first, etcd last. The data is thrown away, so a short grace is enough:
   # kube-apiserver's graceful shutdown would otherwise take half a minute.
   local pids=() name pid
-  for name in prometheus kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+  for name in serin trafficsim prometheus kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
     [ -f "$d/pids/$name" ] || continue
     pid=$(cat "$d/pids/$name")
     kill -TERM -- "-$pid" 2>/dev/null && pids+=("$pid")
