@@ -26,11 +26,21 @@ async fn apply(client: &Client, object: &Value) -> anyhow::Result<()> {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let kind = object["kind"].as_str().unwrap_or_default();
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let plural = if kind == "Canary" { "canaries".to_string() } else { format!("{}s", kind.to_lowercase()) };
-    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural);
+    let plural = if kind == "Canary" {
+        "canaries".to_string()
+    } else {
+        format!("{}s", kind.to_lowercase())
+    };
+    let resource =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural);
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &resource);
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
-    api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(object)).await?;
+    api.patch(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await?;
     Ok(())
 }
 
@@ -46,9 +56,15 @@ async fn canary_metrics(prometheus: &str) -> (Option<f64>, Option<f64>) {
             .json()
             .await
             .ok()?;
-        body["data"]["result"][0]["value"][1].as_str()?.parse::<f64>().ok().filter(|v| v.is_finite())
+        body["data"]["result"][0]["value"][1]
+            .as_str()?
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
     };
-    let selector = format!(r#"reporter="destination",destination_workload_namespace="{NS}",destination_workload="podinfo""#);
+    let selector = format!(
+        r#"reporter="destination",destination_workload_namespace="{NS}",destination_workload="podinfo""#
+    );
     let success = query(format!(
         r#"sum(rate(istio_requests_total{{{selector},response_code!~"5.*"}}[10s])) / sum(rate(istio_requests_total{{{selector}}}[10s])) * 100"#
     ))
@@ -77,13 +93,24 @@ async fn follow(client: &Client, prometheus: &str, release: &str) -> anyhow::Res
             status.failed_checks
         );
         if line != last {
-            let (success, p99) = if status.canary_weight > 0 { canary_metrics(prometheus).await } else { (None, None) };
+            let (success, p99) = if status.canary_weight > 0 {
+                canary_metrics(prometheus).await
+            } else {
+                (None, None)
+            };
             let metrics = match (success, p99) {
                 (Some(s), Some(p)) => format!("  canary: success {s:5.1}%  p99 {p:4.0} ms"),
                 _ => String::new(),
             };
-            println!("  [{:5.1}s] {release}  {line}{metrics}", started.elapsed().as_secs_f64());
-            if let Some(message) = status.message.as_deref().filter(|_| settled && left_settled) {
+            println!(
+                "  [{:5.1}s] {release}  {line}{metrics}",
+                started.elapsed().as_secs_f64()
+            );
+            if let Some(message) = status
+                .message
+                .as_deref()
+                .filter(|_| settled && left_settled)
+            {
                 println!("           {message}");
             }
             last = line;
@@ -98,10 +125,18 @@ async fn follow(client: &Client, prometheus: &str, release: &str) -> anyhow::Res
     }
 }
 
-async fn release(client: &Client, prometheus: &str, deployment: &mut Value, tag: &str, error_rate: &str) -> anyhow::Result<CanaryPhase> {
+async fn release(
+    client: &Client,
+    prometheus: &str,
+    deployment: &mut Value,
+    tag: &str,
+    error_rate: &str,
+) -> anyhow::Result<CanaryPhase> {
     println!("\n==> releasing podinfo {tag} (simulated error rate {error_rate})");
-    deployment["spec"]["template"]["spec"]["containers"][0]["image"] = json!(format!("ghcr.io/stefanprodan/podinfo:{tag}"));
-    deployment["spec"]["template"]["metadata"]["annotations"]["sim.serin.dev/error-rate"] = json!(error_rate);
+    deployment["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!(format!("ghcr.io/stefanprodan/podinfo:{tag}"));
+    deployment["spec"]["template"]["metadata"]["annotations"]["sim.serin.dev/error-rate"] =
+        json!(error_rate);
     apply(client, deployment).await?;
     follow(client, prometheus, tag).await
 }
@@ -120,11 +155,19 @@ async fn main() -> anyhow::Result<()> {
     let canaries: Api<Canary> = Api::namespaced(client.clone(), NS);
     let started = Instant::now();
     loop {
-        let phase = canaries.get("podinfo").await?.status.unwrap_or_default().phase;
+        let phase = canaries
+            .get("podinfo")
+            .await?
+            .status
+            .unwrap_or_default()
+            .phase;
         if phase == CanaryPhase::Initialized {
             break;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "the Canary did not initialize");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "the Canary did not initialize"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
@@ -139,11 +182,17 @@ async fn main() -> anyhow::Result<()> {
     let bad = release(&client, &prometheus, &mut deployment, "6.0.2", "0.2").await?;
 
     let primary = deployments.get("podinfo-primary").await?;
-    let image = primary.spec.and_then(|s| s.template.spec).map(|s| s.containers[0].image.clone().unwrap_or_default());
+    let image = primary
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|s| s.containers[0].image.clone().unwrap_or_default());
     println!("\n==> summary");
     println!("  6.0.1 (healthy):      {good}");
     println!("  6.0.2 (20% errors):   {bad}");
     println!("  the primary runs {}", image.unwrap_or_default());
-    anyhow::ensure!(good == CanaryPhase::Succeeded && bad == CanaryPhase::Failed, "unexpected outcome");
+    anyhow::ensure!(
+        good == CanaryPhase::Succeeded && bad == CanaryPhase::Failed,
+        "unexpected outcome"
+    );
     Ok(())
 }

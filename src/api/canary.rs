@@ -142,6 +142,10 @@ pub enum Provider {
     /// Gateway API HTTPRoute, `gateway.networking.k8s.io/v1` (same as `gatewayapi`).
     #[serde(rename = "gatewayapi:v1")]
     GatewayApiV1,
+    /// Gateway API HTTPRoute as Flagger's `gatewayapi:v1beta1`; serin writes the
+    /// `gateway.networking.k8s.io/v1` objects the v1.6 CRDs serve.
+    #[serde(rename = "gatewayapi:v1beta1")]
+    GatewayApiV1beta1,
     /// No mesh: blue/green by switching the Service selector.
     #[serde(rename = "kubernetes")]
     Kubernetes,
@@ -155,6 +159,7 @@ impl Provider {
             Provider::Linkerd => "linkerd",
             Provider::GatewayApi => "gatewayapi",
             Provider::GatewayApiV1 => "gatewayapi:v1",
+            Provider::GatewayApiV1beta1 => "gatewayapi:v1beta1",
             Provider::Kubernetes => "kubernetes",
         }
     }
@@ -163,7 +168,10 @@ impl Provider {
     pub fn uses_gateway_api(self) -> bool {
         matches!(
             self,
-            Provider::Linkerd | Provider::GatewayApi | Provider::GatewayApiV1
+            Provider::Linkerd
+                | Provider::GatewayApi
+                | Provider::GatewayApiV1
+                | Provider::GatewayApiV1beta1
         )
     }
 }

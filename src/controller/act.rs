@@ -240,33 +240,37 @@ pub async fn act(ctx: &Context, canary: &Canary, snapshot: &Snapshot, plan: &Pla
         }
         _ => {}
     }
-    let reference = canary.object_ref(&());
     for event in &plan.events {
-        let published = ctx
-            .recorder
-            .publish(
-                &KubeEvent {
-                    type_: if event.warning {
-                        EventType::Warning
-                    } else {
-                        EventType::Normal
-                    },
-                    reason: event.reason.to_string(),
-                    note: Some(event.message.clone()),
-                    action: "Rollout".to_string(),
-                    secondary: None,
-                },
-                &reference,
-            )
-            .await;
-        if let Err(e) = published {
-            tracing::warn!(error = %e, reason = event.reason, "publishing an event failed");
-        }
-        if event.warning {
-            tracing::warn!(canary = %canary.name_any(), reason = event.reason, message = %event.message, "event");
-        } else {
-            tracing::info!(canary = %canary.name_any(), reason = event.reason, message = %event.message, "event");
-        }
+        publish(ctx, canary, event).await;
     }
     Ok(())
+}
+
+/// Records an event on the Canary and logs it.
+pub async fn publish(ctx: &Context, canary: &Canary, event: &crate::rollout::plan::Event) {
+    let published = ctx
+        .recorder
+        .publish(
+            &KubeEvent {
+                type_: if event.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: event.reason.to_string(),
+                note: Some(event.message.clone()),
+                action: "Rollout".to_string(),
+                secondary: None,
+            },
+            &canary.object_ref(&()),
+        )
+        .await;
+    if let Err(e) = published {
+        tracing::warn!(error = %e, reason = event.reason, "publishing an event failed");
+    }
+    if event.warning {
+        tracing::warn!(canary = %canary.name_any(), reason = event.reason, message = %event.message, "event");
+    } else {
+        tracing::info!(canary = %canary.name_any(), reason = event.reason, message = %event.message, "event");
+    }
 }

@@ -80,11 +80,21 @@ pub struct Context {
 /// less than the longest metric window is a wait, not a failure: the window cannot hold
 /// the canary's requests yet. After that, no data fails the check like any other.
 fn verdict_of(canary: &Canary, results: &[checks::MetricResult], now: Timestamp) -> Verdict {
-    let failures: Vec<&str> = results.iter().filter_map(|r| r.failure.as_deref()).collect();
+    let failures: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r.failure.as_deref())
+        .collect();
     if failures.is_empty() {
         return Verdict::Pass;
     }
-    let window = canary.spec.analysis.metrics.iter().map(|m| m.interval()).max().unwrap_or_default();
+    let window = canary
+        .spec
+        .analysis
+        .metrics
+        .iter()
+        .map(|m| m.interval())
+        .max()
+        .unwrap_or_default();
     let exposed = canary
         .status
         .as_ref()
@@ -118,7 +128,44 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action> {
     .map_err(|e| Error::Finalizer(e.to_string()))
 }
 
+/// A spec the schema accepts but this controller cannot carry out: said in the status
+/// (Ready=False, reason InvalidSpec) and in a Warning event, and nothing is changed.
+async fn reject(canary: &Canary, ctx: &Context, why: String) -> Result<Action> {
+    let mut status = canary.status.clone().unwrap_or_default();
+    if status.message.as_deref() != Some(why.as_str()) {
+        let now = Timestamp::now();
+        status.message = Some(why.clone());
+        status.observed_generation = canary.metadata.generation;
+        crate::rollout::conditions::set(
+            &mut status.conditions,
+            crate::rollout::conditions::READY,
+            false,
+            crate::rollout::conditions::reasons::INVALID_SPEC,
+            &why,
+            now,
+            canary.metadata.generation,
+        );
+        act::write_status(&ctx.client, canary, &status).await?;
+        let event = plan::Event {
+            warning: true,
+            reason: crate::rollout::conditions::reasons::INVALID_SPEC,
+            message: why,
+        };
+        act::publish(ctx, canary, &event).await;
+    }
+    Ok(Action::await_change())
+}
+
 async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
+    if canary.provider() != crate::api::Provider::Istio {
+        let provider = canary.provider().as_str();
+        return reject(
+            canary,
+            ctx,
+            format!("provider {provider} is not supported by this serin release yet; use provider: istio"),
+        )
+        .await;
+    }
     let snapshot = observe::observe(&ctx.client, canary).await?;
     let now = Timestamp::now();
     let ready = snapshot
