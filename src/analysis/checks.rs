@@ -64,7 +64,7 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
 }
 
 /// The query text and the server for one metric.
-async fn resolve(
+pub(crate) async fn resolve(
     client: &Client,
     canary: &Canary,
     metric: &CanaryMetric,

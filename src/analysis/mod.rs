@@ -2,6 +2,7 @@
 
 pub mod builtin;
 pub mod checks;
+pub mod compare;
 pub mod prometheus;
 pub mod stats;
 pub mod template;

@@ -65,25 +65,36 @@ impl PrometheusProvider {
         &self.address
     }
 
-    /// Runs `query` now and returns the value of its single (or first) sample.
-    pub async fn query_value(&self, query: &str) -> Result<f64, QueryError> {
-        let mut builder = self.client.query(query);
-        for (k, v) in &self.headers {
-            let (Ok(name), Ok(value)) = (
-                reqwest::header::HeaderName::from_bytes(k.as_bytes()),
-                reqwest::header::HeaderValue::from_str(v),
-            ) else {
-                continue;
-            };
-            builder = builder.header(name, value);
-        }
-        let result = builder.get().await.map_err(|e| match e {
+    /// The configured headers, valid ones only.
+    fn headers(&self) -> Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)> {
+        self.headers
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    reqwest::header::HeaderName::from_bytes(k.as_bytes()).ok()?,
+                    reqwest::header::HeaderValue::from_str(v).ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    fn failed(&self, e: PromError) -> QueryError {
+        match e {
             PromError::Prometheus(e) => QueryError::Rejected(e.to_string()),
             other => QueryError::Unreachable {
                 address: self.address.clone(),
                 reason: describe(&other),
             },
-        })?;
+        }
+    }
+
+    /// Runs `query` now and returns the value of its single (or first) sample.
+    pub async fn query_value(&self, query: &str) -> Result<f64, QueryError> {
+        let mut builder = self.client.query(query);
+        for (name, value) in self.headers() {
+            builder = builder.header(name, value);
+        }
+        let result = builder.get().await.map_err(|e| self.failed(e))?;
         let value = match result.data() {
             Data::Vector(v) => v.first().map(|s| s.sample().value()),
             Data::Scalar(s) => Some(s.value()),
@@ -97,6 +108,35 @@ impl PrometheusProvider {
             return Err(QueryError::NaN);
         }
         Ok(value)
+    }
+
+    /// Runs `query` over `[end - range, end]` at `step` and returns the values of its
+    /// first series, one per time slice (NaN where the query has no value).
+    pub async fn query_slices(
+        &self,
+        query: &str,
+        range: Duration,
+        step: Duration,
+    ) -> Result<Vec<f64>, QueryError> {
+        let end = jiff::Timestamp::now().as_second();
+        let start = end - i64::try_from(range.as_secs()).unwrap_or(i64::MAX).max(1);
+        let mut builder = self
+            .client
+            .query_range(query, start, end, step.as_secs_f64().max(1.0));
+        for (name, value) in self.headers() {
+            builder = builder.header(name, value);
+        }
+        let result = builder.get().await.map_err(|e| self.failed(e))?;
+        let values = match result.data() {
+            Data::Matrix(m) => m
+                .first()
+                .map(|r| r.samples().iter().map(|s| s.value()).collect()),
+            Data::Vector(v) => v.first().map(|s| vec![s.sample().value()]),
+            Data::Scalar(s) => Some(vec![s.value()]),
+        };
+        values
+            .filter(|v: &Vec<f64>| !v.is_empty())
+            .ok_or(QueryError::NoData)
     }
 }
 

@@ -153,6 +153,7 @@ mod tests {
                 "linkerd",
                 "gatewayapi",
                 "gatewayapi:v1",
+                "gatewayapi:v1beta1",
                 "kubernetes"
             ])
         );

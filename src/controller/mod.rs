@@ -27,7 +27,10 @@ use kube::{
 use thiserror::Error;
 use tracing::{info, instrument, warn};
 
-use crate::analysis::checks;
+use crate::analysis::{
+    checks,
+    compare::{self, Judgement},
+};
 use crate::api::Canary;
 use crate::rollout::plan::{self, Input, Verdict};
 use crate::telemetry::{AnalysisStatus, DeploymentStrategy, Metrics, Outcome, Readiness};
@@ -76,17 +79,8 @@ pub struct Context {
     pub metrics: Metrics,
 }
 
-/// Combines the checks of one round. Missing data while the canary has had traffic for
-/// less than the longest metric window is a wait, not a failure: the window cannot hold
-/// the canary's requests yet. After that, no data fails the check like any other.
-fn verdict_of(canary: &Canary, results: &[checks::MetricResult], now: Timestamp) -> Verdict {
-    let failures: Vec<&str> = results
-        .iter()
-        .filter_map(|r| r.failure.as_deref())
-        .collect();
-    if failures.is_empty() {
-        return Verdict::Pass;
-    }
+/// Whether the canary has had traffic for less than the longest metric window.
+fn in_first_window(canary: &Canary, now: Timestamp) -> bool {
     let window = canary
         .spec
         .analysis
@@ -101,11 +95,24 @@ fn verdict_of(canary: &Canary, results: &[checks::MetricResult], now: Timestamp)
         .and_then(|s| s.analysis_start_time.as_ref())
         .map(|t| now.duration_since(t.0).unsigned_abs())
         .unwrap_or_default();
+    exposed < window
+}
+
+/// Combines the checks of one round. Missing data while the canary has had traffic for
+/// less than the longest metric window is a wait, not a failure: the window cannot hold
+/// the canary's requests yet. After that, no data fails the check like any other.
+fn verdict_of(canary: &Canary, results: &[checks::MetricResult], now: Timestamp) -> Verdict {
+    let failures: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r.failure.as_deref())
+        .collect();
+    if failures.is_empty() {
+        return Verdict::Pass;
+    }
     let only_no_data = results.iter().all(|r| r.failure.is_none() || r.no_data);
-    if only_no_data && exposed < window {
+    if only_no_data && in_first_window(canary, now) {
         Verdict::Hold(format!(
-            "waiting for the first metric window ({}s): {}",
-            window.as_secs(),
+            "waiting for the first metric window: {}",
             failures.join("; ")
         ))
     } else {
@@ -126,6 +133,45 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action> {
     })
     .await
     .map_err(|e| Error::Finalizer(e.to_string()))
+}
+
+/// Adds the statistical judgement (compared metrics) and the sequential test to the
+/// threshold checks' verdict. A sequential rollback overrides everything; a failed
+/// judgement fails the round; a marginal one holds a round that would have passed.
+async fn judged(ctx: &Context, canary: &Canary, verdict: Verdict, now: Timestamp) -> Verdict {
+    let address = &ctx.config.metrics_server;
+    let since_start = canary
+        .status
+        .as_ref()
+        .and_then(|s| s.analysis_start_time.as_ref())
+        .map(|t| now.duration_since(t.0).unsigned_abs())
+        .unwrap_or_default();
+    match compare::early_rollback(canary, address, since_start).await {
+        Ok(Some(reason)) => return Verdict::Rollback(reason),
+        Ok(None) => {}
+        Err(e) => return fail_with(verdict, format!("sequential test: {e}")),
+    }
+    match compare::judge(&ctx.client, canary, address, since_start).await {
+        None | Some(Judgement::Pass) => verdict,
+        Some(Judgement::Fail(reason)) => fail_with(verdict, reason),
+        Some(Judgement::NoData(reason)) if in_first_window(canary, now) => match verdict {
+            Verdict::Pass => Verdict::Hold(format!("waiting for samples: {reason}")),
+            other => other,
+        },
+        Some(Judgement::NoData(reason)) => fail_with(verdict, reason),
+        Some(Judgement::Marginal(reason)) => match verdict {
+            Verdict::Pass => Verdict::Hold(reason),
+            other => other,
+        },
+    }
+}
+
+fn fail_with(verdict: Verdict, reason: String) -> Verdict {
+    match verdict {
+        Verdict::Fail(existing) => Verdict::Fail(format!("{existing}; {reason}")),
+        Verdict::Rollback(r) => Verdict::Rollback(r),
+        Verdict::Pass | Verdict::Hold(_) => Verdict::Fail(reason),
+    }
 }
 
 /// A spec the schema accepts but this controller cannot carry out: said in the status
@@ -186,7 +232,8 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
                 );
             }
         }
-        Some(verdict_of(canary, &results, now))
+        let verdict = verdict_of(canary, &results, now);
+        Some(judged(ctx, canary, verdict, now).await)
     } else {
         None
     };

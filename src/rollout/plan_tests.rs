@@ -473,7 +473,11 @@ fn a_failed_check_below_the_threshold_keeps_the_weight_and_warns() {
     assert_eq!(plan.status.canary_weight, 20);
     assert_eq!(plan.status.failed_checks, 1);
     assert_eq!(plan.status.last_analysis_time, at(clock.now()));
-    assert_eq!(plan.target, TargetScale::Keep);
+    assert_eq!(
+        plan.target,
+        TargetScale::Up,
+        "the canary keeps its replicas during analysis"
+    );
     let e = event(&plan, reasons::CHECK_FAILED).expect("CheckFailed event");
     assert!(e.warning);
     assert!(
@@ -590,7 +594,11 @@ fn a_canary_not_ready_before_the_progress_deadline_waits() {
     let plan = plan_at(&canary, &world, clock.now());
     assert_eq!(plan.status.phase, Progressing);
     assert_eq!(plan.status.canary_weight, 0);
-    assert_eq!(plan.target, TargetScale::Keep);
+    assert_eq!(
+        plan.target,
+        TargetScale::Up,
+        "the canary keeps its replicas during analysis"
+    );
     assert!(message(&plan.status).contains("0/1 pods ready"));
     assert!(plan.events.is_empty());
 }

@@ -242,7 +242,12 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed | 1)
+        // Scramble the seed (splitmix64): xorshift started from a small state gives
+        // tiny numbers for its first dozens of draws, which would read as errors.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Rng((z ^ (z >> 31)) | 1)
     }
     pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
@@ -453,6 +458,16 @@ mod tests {
         assert!(metrics.render().contains(
             r#"serin_sim_unready_requests_total{namespace="test",service="podinfo-canary",workload="podinfo"} 5"#
         ));
+    }
+
+    #[test]
+    fn the_first_draws_of_a_small_seed_are_uniform() {
+        let mut rng = Rng::new(1);
+        let errors = (0..1000).filter(|_| rng.uniform() < 0.01).count();
+        assert!(
+            errors < 25,
+            "{errors} of the first 1000 draws fell below 0.01"
+        );
     }
 
     #[test]

@@ -83,9 +83,15 @@ impl Drop for Rollout {
 pub const IMAGE: &str = "ghcr.io/stefanprodan/podinfo";
 
 impl Rollout {
-    /// Starts a controller and a simulator for `ns`, using `metrics_server` for checks.
+    /// Starts a controller and a simulator (100 requests a second) for `ns`.
     pub async fn start(client: Client, ns: &str) -> Rollout {
+        Rollout::start_with_rps(client, ns, 100).await
+    }
+
+    /// Starts a controller and a simulator sending `rps` requests a second.
+    pub async fn start_with_rps(client: Client, ns: &str, rps: u32) -> Rollout {
         let env = Env::get();
+        let rps = rps.to_string();
         let sim = spawn(
             "trafficsim",
             ns,
@@ -93,6 +99,8 @@ impl Rollout {
             &[
                 "--namespace",
                 ns,
+                "--rps",
+                &rps,
                 "--targets-dir",
                 env.prometheus_targets.to_str().unwrap(),
             ],

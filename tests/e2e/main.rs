@@ -6,3 +6,4 @@ mod fixture;
 mod harness;
 mod rollout;
 mod smoke;
+mod statistics;

@@ -1,0 +1,264 @@
+//! Statistical judgement of a release (serin's addition to Flagger's fixed thresholds):
+//! metrics with `compare` are sampled per time slice for the canary and the primary and
+//! judged with Mann-Whitney U and a Hodges-Lehmann interval (Kayenta's method), then
+//! combined into a Pass/Marginal/Fail score; with `analysis.sequential` the cumulative
+//! request counts since the start of the analysis are tested after every step, so a
+//! regression is rolled back as soon as the evidence is strong enough.
+
+use std::time::Duration;
+
+use kube::{Client, ResourceExt};
+
+use crate::analysis::{
+    builtin::Telemetry,
+    checks::{resolve, telemetry_of},
+    stats::{
+        self, Classification, CompareConfig, Counts, ScoreThresholds, SequentialConfig,
+        SequentialDecision,
+    },
+    template::{QueryVars, render},
+};
+use crate::api::{self, Canary, CanaryMetric};
+
+/// The judge's outcome for one round.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Judgement {
+    Pass,
+    Marginal(String),
+    Fail(String),
+    /// Not a pass only because samples are missing.
+    NoData(String),
+}
+
+/// Fewer finite samples than this on either side is no data: a rank test on one or
+/// two slices says nothing.
+const MIN_SAMPLES: usize = 3;
+
+fn config_of(c: &api::MetricComparison) -> CompareConfig {
+    CompareConfig {
+        direction: match c.direction() {
+            api::Direction::Increase => stats::Direction::Increase,
+            api::Direction::Decrease => stats::Direction::Decrease,
+            api::Direction::Either => stats::Direction::Either,
+        },
+        confidence: c.confidence(),
+        tolerance: c.tolerance(),
+        max_ratio: c.max_ratio,
+        min_ratio: c.min_ratio,
+        no_data: match c.no_data() {
+            api::NoDataPolicy::Fail => stats::NoDataPolicy::Fail,
+            api::NoDataPolicy::Pass => stats::NoDataPolicy::Pass,
+            api::NoDataPolicy::Hold => stats::NoDataPolicy::Hold,
+        },
+        weight: c.weight(),
+        critical: c.critical,
+        ..Default::default()
+    }
+}
+
+/// Samples of `metric` for `workload`: one value per time slice since the analysis
+/// started (at least the metric's window), about 20 slices, at least a second apart.
+async fn samples(
+    client: &Client,
+    canary: &Canary,
+    metric: &CanaryMetric,
+    address: &str,
+    workload: &str,
+    since_start: Duration,
+) -> Result<Vec<f64>, String> {
+    let (query, server) = resolve(client, canary, metric, address).await?;
+    let vars = QueryVars {
+        name: canary.name_any(),
+        namespace: canary.namespace().unwrap_or_default(),
+        target: workload.to_string(),
+        service: canary.service_name().to_string(),
+        interval: metric.interval_str().to_string(),
+        variables: metric.template_variables.clone().into_iter().collect(),
+    };
+    let query = render(&query, &vars).map_err(|e| e.to_string())?;
+    let window = metric.interval().max(since_start);
+    let step = (window / 20).max(Duration::from_secs(1));
+    match server.query_slices(&query, window, step).await {
+        Ok(values) => Ok(values),
+        Err(crate::analysis::prometheus::QueryError::NoData) => Ok(Vec::new()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Judges every compared metric of the Canary and scores the round.
+pub async fn judge(
+    client: &Client,
+    canary: &Canary,
+    address: &str,
+    since_start: Duration,
+) -> Option<Judgement> {
+    let compared: Vec<&CanaryMetric> = canary
+        .spec
+        .analysis
+        .metrics
+        .iter()
+        .filter(|m| m.is_compared())
+        .collect();
+    if compared.is_empty() {
+        return None;
+    }
+    let primary = canary.primary_name();
+    let target = canary.spec.target_ref.name.clone();
+    let mut verdicts = Vec::new();
+    let mut reasons = Vec::new();
+    let mut all_no_data = true;
+    for metric in compared {
+        let cfg = config_of(
+            metric
+                .compare
+                .as_ref()
+                .expect("compared metrics have compare"),
+        );
+        let (canary_samples, primary_samples) = match (
+            samples(client, canary, metric, address, &target, since_start).await,
+            samples(client, canary, metric, address, &primary, since_start).await,
+        ) {
+            (Ok(c), Ok(p)) => (c, p),
+            (Err(e), _) | (_, Err(e)) => {
+                // An unreachable Prometheus is never a pass, whatever the NoData policy.
+                return Some(Judgement::Fail(format!("{}: {e}", metric.name)));
+            }
+        };
+        let finite = |v: &[f64]| v.iter().filter(|x| x.is_finite()).count();
+        let (nc, np) = (finite(&canary_samples), finite(&primary_samples));
+        let verdict = if nc < MIN_SAMPLES || np < MIN_SAMPLES {
+            stats::compare(&[], &[], &cfg)
+        } else {
+            stats::compare(&canary_samples, &primary_samples, &cfg)
+        };
+        tracing::info!(
+            metric = %metric.name,
+            classification = ?verdict.classification,
+            p_value = verdict.p_value,
+            mean_ratio = verdict.mean_ratio,
+            reason = %verdict.reason,
+            "compared canary with primary"
+        );
+        match verdict.classification {
+            Classification::Pass => {}
+            Classification::NoData => reasons.push(format!(
+                "{}: too few samples (canary {nc}, primary {np}, at least {MIN_SAMPLES} each)",
+                metric.name
+            )),
+            _ => {
+                all_no_data = false;
+                reasons.push(format!("{}: {}", metric.name, verdict.reason));
+            }
+        }
+        verdicts.push((
+            cfg.weight,
+            cfg.critical,
+            verdict.classification,
+            cfg.no_data,
+        ));
+    }
+    let judge = canary.spec.analysis.judge();
+    let thresholds = ScoreThresholds {
+        pass: judge.pass_score(),
+        marginal: judge.marginal_score(),
+    };
+    let score = stats::score(&verdicts, &thresholds);
+    let summary = format!(
+        "judge score {:.0} (pass {}, marginal {})",
+        score.value, thresholds.pass, thresholds.marginal
+    );
+    Some(match score.outcome {
+        stats::Outcome::Pass => Judgement::Pass,
+        _ if all_no_data => Judgement::NoData(format!("{summary}: {}", reasons.join("; "))),
+        stats::Outcome::Marginal => {
+            Judgement::Marginal(format!("{summary}: {}", reasons.join("; ")))
+        }
+        stats::Outcome::Fail => Judgement::Fail(format!("{summary}: {}", reasons.join("; "))),
+    })
+}
+
+/// Cumulative requests and failed requests of `workload` over the last `seconds`.
+async fn counts_of(
+    canary: &Canary,
+    address: &str,
+    workload: &str,
+    seconds: u64,
+) -> Result<(f64, f64), String> {
+    let ns = canary.namespace().unwrap_or_default();
+    let (total, bad) = match telemetry_of(canary.provider()) {
+        Telemetry::Istio => {
+            let sel = format!(
+                r#"reporter="destination",destination_workload_namespace="{ns}",destination_workload="{workload}""#
+            );
+            (
+                format!("sum(increase(istio_requests_total{{{sel}}}[{seconds}s]))"),
+                format!(
+                    r#"sum(increase(istio_requests_total{{{sel},response_code=~"5.*"}}[{seconds}s]))"#
+                ),
+            )
+        }
+        Telemetry::Linkerd => {
+            let sel = format!(r#"direction="inbound",namespace="{ns}",deployment="{workload}""#);
+            (
+                format!("sum(increase(response_total{{{sel}}}[{seconds}s]))"),
+                format!(
+                    r#"sum(increase(response_total{{{sel},classification="failure"}}[{seconds}s]))"#
+                ),
+            )
+        }
+    };
+    let address = canary.spec.metrics_server.as_deref().unwrap_or(address);
+    let server = crate::analysis::prometheus::PrometheusProvider::new(address, Vec::new(), false)
+        .map_err(|e| e.to_string())?;
+    let value = |q: String| {
+        let server = server.clone();
+        async move {
+            match server.query_value(&q).await {
+                Ok(v) => Ok(v),
+                // No failed requests at all is an empty result, not missing data.
+                Err(
+                    crate::analysis::prometheus::QueryError::NoData
+                    | crate::analysis::prometheus::QueryError::NaN,
+                ) => Ok(0.0),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    Ok((value(total).await?, value(bad).await?))
+}
+
+/// The sequential test on error rates since the start of the analysis: `Some(reason)`
+/// when the canary is worse than the primary beyond the configured false-rollback rate.
+pub async fn early_rollback(
+    canary: &Canary,
+    address: &str,
+    since_start: Duration,
+) -> Result<Option<String>, String> {
+    let sequential = canary.spec.analysis.sequential();
+    if !sequential.enabled {
+        return Ok(None);
+    }
+    let seconds = since_start.as_secs().max(1);
+    let (canary_total, canary_bad) =
+        counts_of(canary, address, &canary.spec.target_ref.name, seconds).await?;
+    let (primary_total, primary_bad) =
+        counts_of(canary, address, &canary.primary_name(), seconds).await?;
+    let counts = Counts {
+        canary_total,
+        canary_bad,
+        primary_total,
+        primary_bad,
+    };
+    let cfg = SequentialConfig {
+        false_rollback_rate: sequential.false_rollback_rate(),
+        min_requests: sequential.min_requests(),
+        promote_early: false,
+        ..Default::default()
+    };
+    let decision = stats::decide(&counts, &cfg);
+    tracing::info!(?counts, ?decision, "sequential test");
+    Ok(match decision {
+        SequentialDecision::Rollback { reason, .. } => Some(format!("sequential test: {reason}")),
+        _ => None,
+    })
+}
