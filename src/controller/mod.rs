@@ -79,6 +79,16 @@ pub struct Context {
     pub metrics: Metrics,
 }
 
+/// Time since the current analysis started (zero before it starts).
+fn since_analysis_start(canary: &Canary, now: Timestamp) -> Duration {
+    canary
+        .status
+        .as_ref()
+        .and_then(|s| s.analysis_start_time.as_ref())
+        .map(|t| now.duration_since(t.0).unsigned_abs())
+        .unwrap_or_default()
+}
+
 /// Whether the canary has had traffic for less than the longest metric window.
 fn in_first_window(canary: &Canary, now: Timestamp) -> bool {
     let window = canary
@@ -89,12 +99,7 @@ fn in_first_window(canary: &Canary, now: Timestamp) -> bool {
         .map(|m| m.interval())
         .max()
         .unwrap_or_default();
-    let exposed = canary
-        .status
-        .as_ref()
-        .and_then(|s| s.analysis_start_time.as_ref())
-        .map(|t| now.duration_since(t.0).unsigned_abs())
-        .unwrap_or_default();
+    let exposed = since_analysis_start(canary, now);
     exposed < window
 }
 
@@ -140,12 +145,7 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action> {
 /// judgement fails the round; a marginal one holds a round that would have passed.
 async fn judged(ctx: &Context, canary: &Canary, verdict: Verdict, now: Timestamp) -> Verdict {
     let address = &ctx.config.metrics_server;
-    let since_start = canary
-        .status
-        .as_ref()
-        .and_then(|s| s.analysis_start_time.as_ref())
-        .map(|t| now.duration_since(t.0).unsigned_abs())
-        .unwrap_or_default();
+    let since_start = since_analysis_start(canary, now);
     match compare::early_rollback(canary, address, since_start).await {
         Ok(Some(reason)) => return Verdict::Rollback(reason),
         Ok(None) => {}

@@ -239,6 +239,16 @@ impl Builder<'_> {
         self.requeue = POLL;
     }
 
+    /// A newer revision arrived while one was in flight: analyse it from weight 0.
+    fn restart(&mut self, revision: &str, during: &str) {
+        self.event(
+            false,
+            reasons::RESTARTED,
+            format!("New revision {revision} during {during}, restarting from weight 0"),
+        );
+        self.start(revision);
+    }
+
     fn rollback(&mut self, why: String) {
         self.status.canary_weight = 0;
         self.target = TargetScale::Down;
@@ -336,15 +346,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
         CanaryPhase::Progressing => progress(&mut b, target),
         CanaryPhase::WaitingPromotion => {
             if current.last_applied_spec.as_deref() != Some(&target.revision) {
-                b.event(
-                    false,
-                    reasons::RESTARTED,
-                    format!(
-                        "New revision {} during analysis, restarting from weight 0",
-                        target.revision
-                    ),
-                );
-                b.start(&target.revision);
+                b.restart(&target.revision, "analysis");
             } else if input.gates.abort {
                 b.rollback(format!(
                     "aborted by annotation for revision {}",
@@ -436,15 +438,7 @@ fn progress(b: &mut Builder<'_>, target: &Target) {
     // scale-up, or someone scaling it down, must not leave the analysis without pods.
     b.target = TargetScale::Up;
     if status.last_applied_spec.as_deref() != Some(&target.revision) {
-        b.event(
-            false,
-            reasons::RESTARTED,
-            format!(
-                "New revision {} during analysis, restarting from weight 0",
-                target.revision
-            ),
-        );
-        b.start(&target.revision);
+        b.restart(&target.revision, "analysis");
         return;
     }
     if input.gates.abort {
@@ -579,15 +573,7 @@ fn promote(b: &mut Builder<'_>, target: &Target) {
     let canary = input.canary;
     if b.status.last_applied_spec.as_deref() != Some(&target.revision) {
         // Never copy a revision that was not analysed.
-        b.event(
-            false,
-            reasons::RESTARTED,
-            format!(
-                "New revision {} during promotion, restarting from weight 0",
-                target.revision
-            ),
-        );
-        b.start(&target.revision);
+        b.restart(&target.revision, "promotion");
         return;
     }
     b.primary = PrimaryAction::Promote;
