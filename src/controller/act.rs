@@ -14,7 +14,6 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ObjectMeta, Patch, PatchParams},
-    runtime::events::{Event as KubeEvent, EventType},
 };
 use serde_json::json;
 
@@ -246,26 +245,33 @@ pub async fn act(ctx: &Context, canary: &Canary, snapshot: &Snapshot, plan: &Pla
     Ok(())
 }
 
-/// Records an event on the Canary and logs it.
+/// Records an event on the Canary and logs it. Each transition is its own Event:
+/// kube's `Recorder` folds events with the same reason into one series that keeps the
+/// first note, which would hide the message of every later failed check.
 pub async fn publish(ctx: &Context, canary: &Canary, event: &crate::rollout::plan::Event) {
-    let published = ctx
-        .recorder
-        .publish(
-            &KubeEvent {
-                type_: if event.warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: event.reason.to_string(),
-                note: Some(event.message.clone()),
-                action: "Rollout".to_string(),
-                secondary: None,
-            },
-            &canary.object_ref(&()),
-        )
-        .await;
-    if let Err(e) = published {
+    let now = jiff::Timestamp::now();
+    let reference = canary.object_ref(&());
+    let ns = canary.namespace().unwrap_or_default();
+    let record = k8s_openapi::api::events::v1::Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{}.{:x}", canary.name_any(), now.as_nanosecond())),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        action: Some("Rollout".to_string()),
+        reason: Some(event.reason.to_string()),
+        note: Some(event.message.clone()),
+        type_: Some(if event.warning { "Warning" } else { "Normal" }.to_string()),
+        event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            now,
+        )),
+        regarding: Some(reference),
+        reporting_controller: Some("serin.dev/controller".to_string()),
+        reporting_instance: Some(std::env::var("HOSTNAME").unwrap_or_else(|_| "serin".to_string())),
+        ..Default::default()
+    };
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Err(e) = events.create(&Default::default(), &record).await {
         tracing::warn!(error = %e, reason = event.reason, "publishing an event failed");
     }
     if event.warning {

@@ -18,7 +18,6 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::{Recorder, Reporter},
         finalizer::{Event as Finalizer, finalizer},
         reflector::{ObjectRef, Store},
         watcher,
@@ -74,7 +73,6 @@ pub struct Config {
 
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
     pub config: Config,
     pub metrics: Metrics,
 }
@@ -387,14 +385,8 @@ where
 pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readiness) {
     let ns = config.namespace.clone();
     let canaries: Api<Canary> = api(&client, &ns);
-    let reporter = Reporter {
-        controller: "serin".into(),
-        instance: None,
-    };
-    let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder,
         config,
         metrics: metrics.clone(),
     });

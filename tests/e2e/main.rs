@@ -4,6 +4,7 @@
 mod admission;
 mod fixture;
 mod harness;
+mod lifecycle;
 mod rollout;
 mod smoke;
 mod statistics;
