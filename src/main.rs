@@ -63,7 +63,10 @@ fn init_logging(json: bool) {
     use tracing_subscriber::{EnvFilter, fmt};
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         builder.json().init();
     } else {
@@ -95,6 +98,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics_server: args.metrics_server,
         namespace: args.namespace,
     };
+    // The controller stops taking work on SIGTERM, but kube's graceful shutdown also
+    // waits for every scheduled requeue (up to an interval away). Every step is
+    // idempotent and state is in status, so in-flight work gets a short grace, then exit.
+    tokio::spawn(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        tracing::info!("stopped");
+        std::process::exit(0);
+    });
     serin::controller::run(client, config, metrics, ready).await;
     Ok(())
 }
