@@ -860,7 +860,8 @@ pub struct CanaryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 
-    /// Start of the current analysis (serin addition).
+    /// Start of the current analysis: when the revision was detected, then when its first
+    /// traffic step was routed (serin addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis_start_time: Option<Time>,
 

@@ -557,6 +557,12 @@ fn progress(b: &mut Builder<'_>, target: &Target) {
 }
 
 fn step_to(b: &mut Builder<'_>, weight: u32, target: &Target) {
+    if b.status.canary_weight == 0 {
+        // The analysis proper starts with the first traffic: metric windows, the
+        // sequential test's counts and the compared samples are measured from here,
+        // not from the detection (the canary may take a while to become ready).
+        b.status.analysis_start_time = Some(Time(b.input.now));
+    }
     b.status.canary_weight = i32::try_from(weight).unwrap_or(100);
     b.status.last_analysis_time = Some(Time(b.input.now));
     b.event(
