@@ -10,3 +10,6 @@ test:
 
 crds:
 	cargo run --quiet -- crds > /dev/null && SERIN_UPDATE_CRDS=1 cargo test --quiet --test crd_sync
+
+bench:
+	cargo run --release --quiet -- bench decisions --seed 42
