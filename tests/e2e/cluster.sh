@@ -5,7 +5,7 @@
 #
 #   cluster.sh up   [DIR]   start everything; DIR defaults to a new temp dir. Prints
 #                           the path of the env file to source.
-#   cluster.sh down DIR     stop everything started in DIR and remove DIR.
+#   cluster.sh down DIR...  stop everything started in each DIR and remove it.
 #   cluster.sh env  DIR     print the env file (KUBECONFIG, SERIN_PROMETHEUS_URL, ...).
 #
 # Every run picks its own free ports and data directory, so two runs never collide.
@@ -323,7 +323,11 @@ cmd_down() {
 
 case "${1:-}" in
   up) shift; cmd_up "$@" ;;
-  down) shift; cmd_down "$@" ;;
+  down)
+    shift
+    [ $# -gt 0 ] || { echo "usage: cluster.sh down DIR..." >&2; exit 2; }
+    for d in "$@"; do cmd_down "$d"; done
+    ;;
   env) shift; cat "${1:?usage: cluster.sh env DIR}/env" ;;
   *) echo "usage: cluster.sh up [DIR] | down DIR | env DIR" >&2; exit 2 ;;
 esac
