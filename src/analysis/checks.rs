@@ -138,6 +138,22 @@ pub(crate) async fn resolve(
     Ok((query, server))
 }
 
+/// The variables of a metric's query, with `{{ target }}` set to `workload`.
+pub(crate) fn query_vars(canary: &Canary, metric: &CanaryMetric, workload: &str) -> QueryVars {
+    QueryVars {
+        name: canary.name_any(),
+        namespace: canary.namespace().unwrap_or_default(),
+        target: workload.to_string(),
+        service: canary.service_name().to_string(),
+        interval: metric.interval_str().to_string(),
+        variables: metric
+            .template_variables
+            .clone()
+            .into_iter()
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
 /// Runs one metric check against `target` (the workload under analysis).
 pub async fn check(
     client: &Client,
@@ -156,18 +172,7 @@ pub async fn check(
         Ok(r) => r,
         Err(e) => return fail(format!("{name}: {e}")),
     };
-    let vars = QueryVars {
-        name: canary.name_any(),
-        namespace: canary.namespace().unwrap_or_default(),
-        target: canary.spec.target_ref.name.clone(),
-        service: canary.service_name().to_string(),
-        interval: metric.interval_str().to_string(),
-        variables: metric
-            .template_variables
-            .clone()
-            .into_iter()
-            .collect::<BTreeMap<_, _>>(),
-    };
+    let vars = query_vars(canary, metric, &canary.spec.target_ref.name);
     let query = match render(&query, &vars) {
         Ok(q) => q,
         Err(e) => return fail(format!("{name}: {e}")),

@@ -11,12 +11,12 @@ use kube::{Client, ResourceExt};
 
 use crate::analysis::{
     builtin::Telemetry,
-    checks::{resolve, telemetry_of},
+    checks::{query_vars, resolve, telemetry_of},
     stats::{
         self, Classification, CompareConfig, Counts, ScoreThresholds, SequentialConfig,
         SequentialDecision,
     },
-    template::{QueryVars, render},
+    template::render,
 };
 use crate::api::{self, Canary, CanaryMetric};
 
@@ -67,14 +67,7 @@ async fn samples(
     since_start: Duration,
 ) -> Result<Vec<f64>, String> {
     let (query, server) = resolve(client, canary, metric, address).await?;
-    let vars = QueryVars {
-        name: canary.name_any(),
-        namespace: canary.namespace().unwrap_or_default(),
-        target: workload.to_string(),
-        service: canary.service_name().to_string(),
-        interval: metric.interval_str().to_string(),
-        variables: metric.template_variables.clone().into_iter().collect(),
-    };
+    let vars = query_vars(canary, metric, workload);
     let query = render(&query, &vars).map_err(|e| e.to_string())?;
     let window = metric.interval().max(since_start);
     let step = (window / 20).max(Duration::from_secs(1));

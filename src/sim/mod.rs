@@ -409,6 +409,22 @@ pub async fn run_traffic(
 mod tests {
     use super::*;
 
+    /// The canary of podinfo in namespace `test`.
+    fn canary_destination(weight: u32, ready_replicas: i32, error_rate: f64) -> Destination {
+        Destination {
+            namespace: "test".into(),
+            service_host: "podinfo-canary.test.svc.cluster.local".into(),
+            service_name: "podinfo-canary".into(),
+            workload: "podinfo".into(),
+            weight,
+            ready_replicas,
+            behaviour: Behaviour {
+                error_rate,
+                median_latency_ms: 20.0,
+            },
+        }
+    }
+
     #[test]
     fn requests_are_split_by_weight_and_add_up_to_the_rate() {
         assert_eq!(split_requests(100, &[90, 10]), vec![90, 10]);
@@ -420,18 +436,7 @@ mod tests {
     #[test]
     fn a_workload_with_errors_exports_5xx_in_istio_and_linkerd_series() {
         let metrics = Metrics::default();
-        let dest = Destination {
-            namespace: "test".into(),
-            service_host: "podinfo-canary.test.svc.cluster.local".into(),
-            service_name: "podinfo-canary".into(),
-            workload: "podinfo".into(),
-            weight: 100,
-            ready_replicas: 1,
-            behaviour: Behaviour {
-                error_rate: 1.0,
-                median_latency_ms: 20.0,
-            },
-        };
+        let dest = canary_destination(100, 1, 1.0);
         metrics.record(&dest, 10, &mut Rng::new(7));
         let text = metrics.render();
         assert!(text.contains(r#"destination_workload="podinfo",destination_workload_namespace="test",destination_service="podinfo-canary.test.svc.cluster.local",destination_service_name="podinfo-canary",destination_service_namespace="test",response_code="500"} 10"#), "{text}");
@@ -442,18 +447,7 @@ mod tests {
     #[test]
     fn traffic_to_a_backend_without_ready_pods_is_counted_as_a_violation() {
         let metrics = Metrics::default();
-        let dest = Destination {
-            namespace: "test".into(),
-            service_host: "podinfo-canary.test.svc.cluster.local".into(),
-            service_name: "podinfo-canary".into(),
-            workload: "podinfo".into(),
-            weight: 10,
-            ready_replicas: 0,
-            behaviour: Behaviour {
-                error_rate: 0.0,
-                median_latency_ms: 20.0,
-            },
-        };
+        let dest = canary_destination(10, 0, 0.0);
         metrics.record(&dest, 5, &mut Rng::new(7));
         assert!(metrics.render().contains(
             r#"serin_sim_unready_requests_total{namespace="test",service="podinfo-canary",workload="podinfo"} 5"#
