@@ -1,0 +1,128 @@
+//! The `status` of a Canary: the phase of the rollout, the traffic weight and check counts,
+//! and the revisions serin last saw and promoted, with Flagger's names.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::api::schema;
+
+/// Observed state of a Canary.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = schema::drop_property_defaults)]
+pub struct CanaryStatus {
+    /// Phase of the rollout.
+    #[serde(default)]
+    pub phase: CanaryPhase,
+
+    /// Traffic weight, in percent, currently routed to the canary.
+    #[serde(default)]
+    pub canary_weight: i32,
+
+    /// Failed checks in the current analysis.
+    #[serde(default)]
+    pub failed_checks: i32,
+
+    /// Analysis steps completed in the current A/B or blue/green analysis.
+    #[serde(default)]
+    pub iterations: i32,
+
+    /// Revision hash of the target's pod template and tracked configs last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_spec: Option<String>,
+
+    /// Revision hash last promoted to the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_promoted_spec: Option<String>,
+
+    /// Hash of each tracked ConfigMap and Secret, by kind/name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracked_configs: Option<BTreeMap<String, String>>,
+
+    /// Time of the last phase change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+
+    /// Generation of the Canary spec this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Standard conditions, among them Ready and Promoted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// Human-readable explanation of the phase, e.g. why the rollout failed (serin addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+
+    /// Start of the current analysis: when the revision was detected, then when its first
+    /// traffic step was routed (serin addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_start_time: Option<Time>,
+
+    /// Time of the last analysis step (serin addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_analysis_time: Option<Time>,
+
+    /// Marginal steps in the current analysis: neither passed nor failed (serin addition).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub marginal_checks: i32,
+}
+
+/// Phase of a Canary's rollout, with Flagger's names.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[schemars(transform = schema::drop_description)]
+pub enum CanaryPhase {
+    /// Creating the primary, Services and routes.
+    #[default]
+    Initializing,
+    /// Primary serves all traffic; waiting for a new revision.
+    Initialized,
+    /// Waiting for an approval or a confirm webhook.
+    Waiting,
+    /// Analysis underway.
+    Progressing,
+    /// Waiting for approval of the promotion.
+    WaitingPromotion,
+    /// Copying the canary to the primary.
+    Promoting,
+    /// Routing all traffic back to the promoted primary.
+    Finalising,
+    /// The last revision was promoted.
+    Succeeded,
+    /// The last revision was rolled back.
+    Failed,
+    /// The Canary is being deleted.
+    Terminating,
+}
+
+impl CanaryPhase {
+    /// The name as written in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CanaryPhase::Initializing => "Initializing",
+            CanaryPhase::Initialized => "Initialized",
+            CanaryPhase::Waiting => "Waiting",
+            CanaryPhase::Progressing => "Progressing",
+            CanaryPhase::WaitingPromotion => "WaitingPromotion",
+            CanaryPhase::Promoting => "Promoting",
+            CanaryPhase::Finalising => "Finalising",
+            CanaryPhase::Succeeded => "Succeeded",
+            CanaryPhase::Failed => "Failed",
+            CanaryPhase::Terminating => "Terminating",
+        }
+    }
+}
+
+impl std::fmt::Display for CanaryPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
