@@ -3,6 +3,7 @@
 //! round with a message that names the metric and its value; nothing passes silently.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{Api, Client, ResourceExt};
@@ -138,14 +139,40 @@ pub(crate) async fn resolve(
     Ok((query, server))
 }
 
-/// The variables of a metric's query, with `{{ target }}` set to `workload`.
-pub(crate) fn query_vars(canary: &Canary, metric: &CanaryMetric, workload: &str) -> QueryVars {
+/// The window a threshold check reads: the metric's `interval`, but never reaching back
+/// before the revision's first traffic (`since_first_traffic` ago). The canary's series
+/// are per workload, not per revision, so a longer window would still hold the requests
+/// of the release before it: a fix released right after a rollback would be judged on
+/// the rolled-back release's errors. Whole seconds, at least one.
+pub fn check_window(metric_interval: Duration, since_first_traffic: Duration) -> Duration {
+    let secs = metric_interval.min(since_first_traffic).as_secs().max(1);
+    Duration::from_secs(secs)
+}
+
+/// A window as PromQL writes it: the metric's own text when it is not clamped (so a
+/// template sees what the user wrote), else whole seconds.
+pub fn window_text(metric: &CanaryMetric, window: Duration) -> String {
+    if window == metric.interval() {
+        metric.interval_str().to_string()
+    } else {
+        format!("{}s", window.as_secs())
+    }
+}
+
+/// The variables of a metric's query, with `{{ target }}` set to `workload` and
+/// `{{ interval }}` to `window`.
+pub(crate) fn query_vars(
+    canary: &Canary,
+    metric: &CanaryMetric,
+    workload: &str,
+    window: Duration,
+) -> QueryVars {
     QueryVars {
         name: canary.name_any(),
         namespace: canary.namespace().unwrap_or_default(),
         target: workload.to_string(),
         service: canary.service_name().to_string(),
-        interval: metric.interval_str().to_string(),
+        interval: window_text(metric, window),
         variables: metric
             .template_variables
             .clone()
@@ -154,12 +181,14 @@ pub(crate) fn query_vars(canary: &Canary, metric: &CanaryMetric, workload: &str)
     }
 }
 
-/// Runs one metric check against `target` (the workload under analysis).
+/// Runs one metric check against `target` (the workload under analysis), over the
+/// traffic it has had since `since_first_traffic` ago at most.
 pub async fn check(
     client: &Client,
     canary: &Canary,
     metric: &CanaryMetric,
     default_address: &str,
+    since_first_traffic: Duration,
 ) -> MetricResult {
     let name = metric.name.clone();
     let fail = |failure: String| MetricResult {
@@ -172,7 +201,8 @@ pub async fn check(
         Ok(r) => r,
         Err(e) => return fail(format!("{name}: {e}")),
     };
-    let vars = query_vars(canary, metric, &canary.spec.target_ref.name);
+    let window = check_window(metric.interval(), since_first_traffic);
+    let vars = query_vars(canary, metric, &canary.spec.target_ref.name, window);
     let query = match render(&query, &vars) {
         Ok(q) => q,
         Err(e) => return fail(format!("{name}: {e}")),
@@ -192,7 +222,12 @@ pub async fn check(
 }
 
 /// Runs every threshold metric of the Canary.
-pub async fn run(client: &Client, canary: &Canary, default_address: &str) -> Vec<MetricResult> {
+pub async fn run(
+    client: &Client,
+    canary: &Canary,
+    default_address: &str,
+    since_first_traffic: Duration,
+) -> Vec<MetricResult> {
     let mut results = Vec::new();
     for metric in canary
         .spec
@@ -201,7 +236,7 @@ pub async fn run(client: &Client, canary: &Canary, default_address: &str) -> Vec
         .iter()
         .filter(|m| !m.is_compared())
     {
-        results.push(check(client, canary, metric, default_address).await);
+        results.push(check(client, canary, metric, default_address, since_first_traffic).await);
     }
     results
 }
@@ -217,6 +252,22 @@ mod tests {
             threshold_range: Some(ThresholdRange { min, max }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_check_never_reads_requests_served_before_the_revisions_first_traffic() {
+        let minute = Duration::from_secs(60);
+        // Two seconds after a fix got its first traffic, a 1m window would still hold
+        // a minute of the rolled-back release's errors.
+        assert_eq!(
+            check_window(minute, Duration::from_millis(2_700)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(check_window(minute, Duration::from_secs(300)), minute);
+        assert_eq!(check_window(minute, Duration::ZERO), Duration::from_secs(1));
+        let m = metric("request-success-rate", Some(99.0), None);
+        assert_eq!(window_text(&m, minute), "1m");
+        assert_eq!(window_text(&m, Duration::from_secs(2)), "2s");
     }
 
     #[test]

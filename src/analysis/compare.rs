@@ -56,8 +56,33 @@ fn config_of(c: &api::MetricComparison) -> CompareConfig {
     }
 }
 
-/// Samples of `metric` for `workload`: one value per time slice since the analysis
-/// started (at least the metric's window), about 20 slices, at least a second apart.
+/// The time slices a compared metric is sampled on, all within the revision's own
+/// traffic: each slice reads `window` (the metric's interval, shortened early in the
+/// analysis so that there are at least a few slices), and the first slice ends `window`
+/// after the first traffic, so that none reaches back before it. `None` while there is
+/// too little traffic for three slices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slices {
+    /// What each slice reads (`{{ interval }}`).
+    pub window: Duration,
+    /// From the first slice's end to now.
+    pub range: Duration,
+    pub step: Duration,
+}
+
+pub fn slices(metric_interval: Duration, since_first_traffic: Duration) -> Option<Slices> {
+    let since = since_first_traffic.as_secs();
+    let window = metric_interval.as_secs().min(since / 3).max(1);
+    let range = since.checked_sub(window)?;
+    let step = (range / 20).max(1);
+    (range / step + 1 >= MIN_SAMPLES as u64).then(|| Slices {
+        window: Duration::from_secs(window),
+        range: Duration::from_secs(range),
+        step: Duration::from_secs(step),
+    })
+}
+
+/// Samples of `metric` for `workload`, one value per slice of [`slices`].
 async fn samples(
     client: &Client,
     canary: &Canary,
@@ -66,12 +91,13 @@ async fn samples(
     workload: &str,
     since_start: Duration,
 ) -> Result<Vec<f64>, String> {
+    let Some(slices) = slices(metric.interval(), since_start) else {
+        return Ok(Vec::new());
+    };
     let (query, server) = resolve(client, canary, metric, address).await?;
-    let vars = query_vars(canary, metric, workload);
+    let vars = query_vars(canary, metric, workload, slices.window);
     let query = render(&query, &vars).map_err(|e| e.to_string())?;
-    let window = metric.interval().max(since_start);
-    let step = (window / 20).max(Duration::from_secs(1));
-    match server.query_slices(&query, window, step).await {
+    match server.query_slices(&query, slices.range, slices.step).await {
         Ok(values) => Ok(values),
         Err(crate::analysis::prometheus::QueryError::NoData) => Ok(Vec::new()),
         Err(e) => Err(e.to_string()),
@@ -254,4 +280,30 @@ pub async fn early_rollback(
         SequentialDecision::Rollback { reason, .. } => Some(format!("sequential test: {reason}")),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_compared_slice_reaches_back_before_the_revisions_first_traffic() {
+        let minute = Duration::from_secs(60);
+        for since in [3, 9, 10, 30, 61, 90, 600, 3600] {
+            let since_first_traffic = Duration::from_secs(since);
+            let Some(s) = slices(minute, since_first_traffic) else {
+                continue;
+            };
+            // The first slice ends `range` before now and reads `window` before that.
+            assert!(
+                s.range + s.window <= since_first_traffic,
+                "{since}s after first traffic: {s:?}"
+            );
+            assert!(s.window <= minute && s.step >= Duration::from_secs(1));
+            assert!(s.range.as_secs() / s.step.as_secs() + 1 >= MIN_SAMPLES as u64);
+        }
+        assert_eq!(slices(minute, Duration::from_secs(2)), None);
+        let later = slices(minute, Duration::from_secs(600)).unwrap();
+        assert_eq!(later.window, minute);
+    }
 }

@@ -1,7 +1,10 @@
 //! Act: make the cluster match a plan. The order keeps the invariants when the
-//! controller is killed between any two writes: the primary first, then the routes,
-//! then the status, and only then the target's replicas, so that traffic is never
-//! routed to a canary that is being scaled down, and a restart re-applies from status.
+//! controller is killed between any two writes: the status first (the decision is
+//! durable before anything reflects it, and it is written only if the Canary has not
+//! changed since it was read), then the primary, then the Services and routes, and only
+//! then the target's replicas, so that traffic is never routed to a canary that is being
+//! scaled down. Everything after the status is derived from status and observation, so
+//! a restart re-applies it.
 
 use k8s_openapi::{
     ByteString,
@@ -22,9 +25,11 @@ use super::{
     observe::{ConfigData, Snapshot},
 };
 use crate::api::{API_VERSION, Canary, CanaryStatus};
-use crate::rollout::plan::{Plan, PrimaryAction, TargetScale};
+use crate::rollout::plan::{Plan, PrimaryAction, TargetScale, Traffic};
 use crate::router::{TrafficRouter, Weights, istio::IstioRouter};
-use crate::workloads::deployment::{build_primary, build_services, desired_replicas};
+use crate::workloads::deployment::{
+    build_primary, build_services, desired_replicas, promoted_replicas,
+};
 
 pub const FIELD_MANAGER: &str = "serin";
 
@@ -92,14 +97,21 @@ async fn write_primary(
     let (Some(target), Some(revision)) = (&snapshot.target, snapshot.revision()) else {
         return Ok(());
     };
+    let analysed = canary
+        .status
+        .as_ref()
+        .and_then(|s| s.last_applied_spec.as_deref());
     if action == PrimaryAction::Promote
-        && snapshot
+        && (snapshot
             .observed
             .primary
             .as_ref()
             .and_then(|p| p.revision.as_deref())
             == Some(revision)
+            || (analysed.is_some() && analysed != Some(revision)))
     {
+        // Already copied, or the target has moved on to a revision that was not
+        // analysed: never copy that one.
         return Ok(());
     }
     copy_configs(client, canary, snapshot).await?;
@@ -109,6 +121,8 @@ async fn write_primary(
             .primary
             .as_ref()
             .and_then(|p| p.spec.as_ref()?.replicas)
+    } else if action == PrimaryAction::Promote {
+        Some(promoted_replicas(target, snapshot.primary.as_ref()))
     } else {
         Some(desired_replicas(target, snapshot.primary.as_ref()))
     };
@@ -125,11 +139,21 @@ async fn write_primary(
     Ok(())
 }
 
-/// The Services and, with `autoscalerRef`, the primary's autoscaler.
-async fn write_services(client: &Client, canary: &Canary, target: &Deployment) -> Result<()> {
+/// The Services and, with `autoscalerRef`, the primary's autoscaler. Without `apex`,
+/// only the `-primary` and `-canary` Services: the apex Service is what users reach, and
+/// it selects the primary only once the primary is ready.
+async fn write_services(
+    client: &Client,
+    canary: &Canary,
+    target: &Deployment,
+    apex: bool,
+) -> Result<()> {
     let ns = canary.namespace().unwrap_or_default();
     let api: Api<Service> = Api::namespaced(client.clone(), &ns);
-    for service in build_services(canary, target) {
+    for service in build_services(canary, target)
+        .into_iter()
+        .filter(|s| apex || s.metadata.name.as_deref() != Some(canary.service_name()))
+    {
         api.patch(
             &service.name_any(),
             &apply_params(),
@@ -169,8 +193,8 @@ async fn write_services(client: &Client, canary: &Canary, target: &Deployment) -
     Ok(())
 }
 
-pub async fn write_routes(client: &Client, canary: &Canary, canary_weight: i32) -> Result<()> {
-    let weights = Weights::with_canary(u32::try_from(canary_weight).unwrap_or(0));
+pub async fn write_routes(client: &Client, canary: &Canary, canary_weight: u32) -> Result<()> {
+    let weights = Weights::with_canary(canary_weight);
     match canary.provider() {
         crate::api::Provider::Istio => IstioRouter
             .apply(client, canary, weights)
@@ -196,53 +220,120 @@ pub async fn scale_target(client: &Client, canary: &Canary, replicas: i32) -> Re
     Ok(())
 }
 
+/// The status patch for `canary`, conditioned on the resourceVersion it was planned
+/// from: the API server refuses it (409) if the Canary changed since, so a reconcile
+/// that started from a stale cache never records (or acts on) a decision twice.
+pub fn status_patch(canary: &Canary, status: &CanaryStatus) -> serde_json::Value {
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": "Canary",
+        "metadata": {"resourceVersion": canary.resource_version()},
+        "status": status,
+    })
+}
+
 pub async fn write_status(client: &Client, canary: &Canary, status: &CanaryStatus) -> Result<()> {
     let api: Api<Canary> = Api::namespaced(client.clone(), &canary.namespace().unwrap_or_default());
-    let patch = json!({"apiVersion": API_VERSION, "kind": "Canary", "status": status});
-    api.patch_status(&canary.name_any(), &apply_params(), &Patch::Apply(&patch))
+    let patch = status_patch(canary, status);
+    match api
+        .patch_status(&canary.name_any(), &apply_params(), &Patch::Apply(&patch))
         .await
-        .map_err(|e| Error::Write("Canary", canary.name_any(), e))?;
-    Ok(())
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Conflict),
+        Err(e) => Err(Error::Write("Canary", canary.name_any(), e)),
+    }
 }
 
 fn target_replicas(target: &Deployment) -> i32 {
     target.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
 }
 
-/// Applies the plan.
-pub async fn act(ctx: &Context, canary: &Canary, snapshot: &Snapshot, plan: &Plan) -> Result<()> {
-    let client = &ctx.client;
-    let Some(target) = &snapshot.target else {
-        return write_status(client, canary, &plan.status).await;
+/// One write of a plan, in the order [`steps`] gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Record the decision (only if the status changed).
+    Status,
+    Primary(PrimaryAction),
+    /// The Services; the apex one only with `apex`.
+    Services {
+        apex: bool,
+    },
+    /// The route, with this share to the canary.
+    Routes(u32),
+    ScaleTarget(i32),
+    Events,
+}
+
+/// The writes that carry out `plan`, in order: the status first, so that a decision is
+/// durable before any route or scale reflects it; the target's replicas last.
+pub fn steps(
+    canary: &Canary,
+    target: Option<&Deployment>,
+    primary: Option<&Deployment>,
+    plan: &Plan,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if canary.status.as_ref() != Some(&plan.status) {
+        steps.push(Step::Status);
+    }
+    let Some(target) = target else {
+        return steps;
     };
     if plan.primary != PrimaryAction::Keep {
-        write_primary(client, canary, snapshot, plan.primary).await?;
+        steps.push(Step::Primary(plan.primary));
     }
-    if snapshot.primary.is_some() || plan.primary == PrimaryAction::Bootstrap {
-        write_services(client, canary, target).await?;
-        write_routes(client, canary, plan.status.canary_weight).await?;
-    }
-    if canary.status.as_ref() != Some(&plan.status) {
-        write_status(client, canary, &plan.status).await?;
+    match plan.traffic {
+        Traffic::Untouched => {}
+        Traffic::Prepare => steps.push(Step::Services { apex: false }),
+        Traffic::Route { canary_weight } => {
+            steps.push(Step::Services { apex: true });
+            steps.push(Step::Routes(canary_weight));
+        }
     }
     match plan.target {
         TargetScale::Up if target_replicas(target) == 0 => {
-            scale_target(
-                client,
-                canary,
-                desired_replicas(target, snapshot.primary.as_ref()),
-            )
-            .await?
+            steps.push(Step::ScaleTarget(desired_replicas(target, primary)));
         }
-        TargetScale::Down if target_replicas(target) != 0 => {
-            scale_target(client, canary, 0).await?
-        }
+        TargetScale::Down if target_replicas(target) != 0 => steps.push(Step::ScaleTarget(0)),
         _ => {}
     }
-    for event in &plan.events {
-        publish(ctx, canary, event).await;
+    if !plan.events.is_empty() {
+        steps.push(Step::Events);
+    }
+    steps
+}
+
+/// Applies the plan, step by step.
+pub async fn act(ctx: &Context, canary: &Canary, snapshot: &Snapshot, plan: &Plan) -> Result<()> {
+    let client = &ctx.client;
+    let target = snapshot.target.as_ref();
+    for step in steps(canary, target, snapshot.primary.as_ref(), plan) {
+        match (step, target) {
+            (Step::Status, _) => write_status(client, canary, &plan.status).await?,
+            (Step::Primary(action), _) => write_primary(client, canary, snapshot, action).await?,
+            (Step::Services { apex }, Some(target)) => {
+                write_services(client, canary, target, apex).await?
+            }
+            (Step::Routes(weight), _) => write_routes(client, canary, weight).await?,
+            (Step::ScaleTarget(replicas), _) => scale_target(client, canary, replicas).await?,
+            (Step::Events, _) => {
+                for event in &plan.events {
+                    publish(ctx, canary, event).await;
+                }
+            }
+            (Step::Services { .. }, None) => {}
+        }
     }
     Ok(())
+}
+
+/// The name of the Kubernetes Event for `event`: derived from its idempotency key, so
+/// the same transition planned twice is recorded once (the second create is refused).
+pub fn event_name(canary: &Canary, event: &crate::rollout::plan::Event) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(event.key.as_bytes());
+    format!("{}.{}", canary.name_any(), &hex::encode(digest)[..16])
 }
 
 /// Records an event on the Canary and logs it. Each transition is its own Event:
@@ -254,14 +345,14 @@ pub async fn publish(ctx: &Context, canary: &Canary, event: &crate::rollout::pla
     let ns = canary.namespace().unwrap_or_default();
     let record = k8s_openapi::api::events::v1::Event {
         metadata: ObjectMeta {
-            name: Some(format!("{}.{:x}", canary.name_any(), now.as_nanosecond())),
+            name: Some(event_name(canary, event)),
             namespace: Some(ns.clone()),
             ..Default::default()
         },
         action: Some("Rollout".to_string()),
         reason: Some(event.reason.to_string()),
         note: Some(event.message.clone()),
-        type_: Some(if event.warning { "Warning" } else { "Normal" }.to_string()),
+        type_: Some(if event.warning() { "Warning" } else { "Normal" }.to_string()),
         event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
             now,
         )),
@@ -271,12 +362,107 @@ pub async fn publish(ctx: &Context, canary: &Canary, event: &crate::rollout::pla
         ..Default::default()
     };
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ctx.client.clone(), &ns);
-    if let Err(e) = events.create(&Default::default(), &record).await {
-        tracing::warn!(error = %e, reason = event.reason, "publishing an event failed");
+    match events.create(&Default::default(), &record).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            // Already recorded: this transition was planned before (a restart, or a
+            // reconcile from a stale cache whose status write was refused).
+            tracing::debug!(key = %event.key, "event already recorded");
+            return;
+        }
+        Err(e) => tracing::warn!(error = %e, reason = event.reason, "publishing an event failed"),
     }
-    if event.warning {
+    if event.warning() {
         tracing::warn!(canary = %canary.name_any(), reason = event.reason, message = %event.message, "event");
     } else {
         tracing::info!(canary = %canary.name_any(), reason = event.reason, message = %event.message, "event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::fixtures::{Clock, observed, plan_with, ready};
+    use crate::rollout::plan::{Gates, Verdict};
+    use k8s_openapi::api::apps::v1::DeploymentSpec;
+
+    fn deployment(replicas: i32) -> Deployment {
+        Deployment {
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_rollback_is_recorded_in_status_before_the_route_and_the_scale_reflect_it() {
+        let clock = Clock::start();
+        let canary = Canary::test().threshold(1).with_status(|s| {
+            s.phase(crate::api::CanaryPhase::Progressing)
+                .settled_on("rev-a")
+                .applied("rev-b")
+                .weight(30)
+                .analysis_started_at(clock.ago_secs(120))
+                .last_analysed_at(clock.ago_secs(60))
+        });
+        let world = observed()
+            .target("rev-b", ready())
+            .primary("rev-a", ready());
+        let plan = plan_with(
+            &canary,
+            &world,
+            Gates::default(),
+            Some(Verdict::Fail("error rate 20%".into())),
+            clock.now(),
+        );
+        assert_eq!(plan.status.phase, crate::api::CanaryPhase::Failed);
+        let steps = steps(&canary, Some(&deployment(2)), Some(&deployment(2)), &plan);
+        assert_eq!(
+            steps,
+            vec![
+                Step::Status,
+                Step::Services { apex: true },
+                Step::Routes(0),
+                Step::ScaleTarget(0),
+                Step::Events
+            ]
+        );
+    }
+
+    #[test]
+    fn a_step_is_recorded_in_status_before_the_route_sends_the_traffic() {
+        let clock = Clock::start();
+        let canary = Canary::test().with_status(|s| {
+            s.phase(crate::api::CanaryPhase::Progressing)
+                .settled_on("rev-a")
+                .applied("rev-b")
+                .weight(10)
+                .analysis_started_at(clock.ago_secs(120))
+                .last_analysed_at(clock.ago_secs(60))
+        });
+        let world = observed()
+            .target("rev-b", ready())
+            .primary("rev-a", ready());
+        let plan = plan_with(
+            &canary,
+            &world,
+            Gates::default(),
+            Some(Verdict::Pass),
+            clock.now(),
+        );
+        let steps = steps(&canary, Some(&deployment(2)), Some(&deployment(2)), &plan);
+        let status = steps.iter().position(|s| *s == Step::Status);
+        let route = steps.iter().position(|s| *s == Step::Routes(20));
+        assert!(status.is_some() && status < route, "{steps:?}");
+    }
+
+    #[test]
+    fn the_status_write_is_conditioned_on_the_version_it_was_planned_from() {
+        let mut canary = Canary::test();
+        canary.metadata.resource_version = Some("4711".into());
+        let patch = status_patch(&canary, &CanaryStatus::default());
+        assert_eq!(patch["metadata"]["resourceVersion"], "4711");
     }
 }

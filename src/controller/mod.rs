@@ -26,38 +26,74 @@ use kube::{
 use thiserror::Error;
 use tracing::{info, instrument, warn};
 
-use crate::analysis::{
-    checks,
-    compare::{self, Judgement},
-};
+use crate::analysis::{checks, compare};
 use crate::api::Canary;
-use crate::rollout::plan::{self, Input, Verdict};
+use crate::rollout::plan::{self, Input};
+use crate::rollout::verdict::{self, Evidence};
 use crate::telemetry::{AnalysisStatus, DeploymentStrategy, Metrics, Outcome, Readiness};
 
 pub const FINALIZER: &str = "serin.dev/finalizer";
 
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("reading from the API server: {0}")]
+    #[error("reading from the API server")]
     Read(#[source] kube::Error),
-    #[error("writing {0} {1}: {2}")]
+    #[error("writing {0} {1}")]
     Write(&'static str, String, #[source] kube::Error),
-    #[error(transparent)]
+    /// The Canary changed after this reconcile read it from the cache (most often: the
+    /// cache did not hold the previous reconcile's status yet). Nothing was written; the
+    /// next reconcile plans from the newer object, so a decision is never taken twice.
+    #[error("the Canary changed since it was read; planning again from the newer object")]
+    Conflict,
+    #[error("routing traffic")]
     Route(#[from] crate::router::Error),
-    #[error("finalizer: {0}")]
-    Finalizer(String),
+    #[error("reverting on deletion: {0}")]
+    Revert(&'static str),
+    #[error("finalizer")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
     /// A short label for metrics.
     pub fn label(&self) -> &'static str {
+        use kube::runtime::finalizer::Error as F;
         match self {
             Error::Read(_) => "read",
             Error::Write(..) => "write",
+            Error::Conflict => "conflict",
             Error::Route(_) => "route",
-            Error::Finalizer(_) => "finalizer",
+            Error::Revert(_) => "revert",
+            Error::Finalizer(e) => match e.as_ref() {
+                F::ApplyFailed(inner) | F::CleanupFailed(inner) => inner.label(),
+                _ => "finalizer",
+            },
         }
     }
+
+    /// Whether the reconcile only has to run again (not a failure worth a warning).
+    fn is_conflict(&self) -> bool {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Error::Conflict => true,
+            Error::Finalizer(e) => matches!(
+                e.as_ref(),
+                F::ApplyFailed(Error::Conflict) | F::CleanupFailed(Error::Conflict)
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// An error and all its causes, for logs: "writing Service podinfo: ApiError: ...".
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -97,29 +133,36 @@ fn in_first_window(canary: &Canary, now: Timestamp) -> bool {
         .map(|m| m.interval())
         .max()
         .unwrap_or_default();
-    let exposed = since_analysis_start(canary, now);
-    exposed < window
+    since_analysis_start(canary, now) < window
 }
 
-/// Combines the checks of one round. Missing data while the canary has had traffic for
-/// less than the longest metric window is a wait, not a failure: the window cannot hold
-/// the canary's requests yet. After that, no data fails the check like any other.
-fn verdict_of(canary: &Canary, results: &[checks::MetricResult], now: Timestamp) -> Verdict {
-    let failures: Vec<&str> = results
-        .iter()
-        .filter_map(|r| r.failure.as_deref())
-        .collect();
-    if failures.is_empty() {
-        return Verdict::Pass;
+/// Runs every check of one round (the I/O); `verdict::decide` says what it means.
+async fn gather(ctx: &Context, canary: &Canary, now: Timestamp) -> Evidence {
+    let address = &ctx.config.metrics_server;
+    let since_start = since_analysis_start(canary, now);
+    let checks = checks::run(&ctx.client, canary, address, since_start).await;
+    for r in &checks {
+        info!(metric = %r.name, value = ?r.value, failure = ?r.failure, "metric check");
+        if let Some(value) = r.value {
+            ctx.metrics.set_metric_analysis(
+                &canary.spec.target_ref.name,
+                &canary.namespace().unwrap_or_default(),
+                &r.name,
+                value,
+            );
+        }
     }
-    let only_no_data = results.iter().all(|r| r.failure.is_none() || r.no_data);
-    if only_no_data && in_first_window(canary, now) {
-        Verdict::Hold(format!(
-            "waiting for the first metric window: {}",
-            failures.join("; ")
-        ))
-    } else {
-        Verdict::Fail(failures.join("; "))
+    let sequential = compare::early_rollback(canary, address, since_start).await;
+    // A rollback is already decided: the judgement would not change it.
+    let judgement = match &sequential {
+        Ok(Some(_)) => None,
+        _ => compare::judge(&ctx.client, canary, address, since_start).await,
+    };
+    Evidence {
+        checks,
+        sequential,
+        judgement,
+        in_first_window: in_first_window(canary, now),
     }
 }
 
@@ -135,41 +178,7 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action> {
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(e.to_string()))
-}
-
-/// Adds the statistical judgement (compared metrics) and the sequential test to the
-/// threshold checks' verdict. A sequential rollback overrides everything; a failed
-/// judgement fails the round; a marginal one holds a round that would have passed.
-async fn judged(ctx: &Context, canary: &Canary, verdict: Verdict, now: Timestamp) -> Verdict {
-    let address = &ctx.config.metrics_server;
-    let since_start = since_analysis_start(canary, now);
-    match compare::early_rollback(canary, address, since_start).await {
-        Ok(Some(reason)) => return Verdict::Rollback(reason),
-        Ok(None) => {}
-        Err(e) => return fail_with(verdict, format!("sequential test: {e}")),
-    }
-    match compare::judge(&ctx.client, canary, address, since_start).await {
-        None | Some(Judgement::Pass) => verdict,
-        Some(Judgement::Fail(reason)) => fail_with(verdict, reason),
-        Some(Judgement::NoData(reason)) if in_first_window(canary, now) => match verdict {
-            Verdict::Pass => Verdict::Hold(format!("waiting for samples: {reason}")),
-            other => other,
-        },
-        Some(Judgement::NoData(reason)) => fail_with(verdict, reason),
-        Some(Judgement::Marginal(reason)) => match verdict {
-            Verdict::Pass => Verdict::Hold(reason),
-            other => other,
-        },
-    }
-}
-
-fn fail_with(verdict: Verdict, reason: String) -> Verdict {
-    match verdict {
-        Verdict::Fail(existing) => Verdict::Fail(format!("{existing}; {reason}")),
-        Verdict::Rollback(r) => Verdict::Rollback(r),
-        Verdict::Pass | Verdict::Hold(_) => Verdict::Fail(reason),
-    }
+    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
 /// A spec the schema accepts but this controller cannot carry out: said in the status
@@ -191,8 +200,18 @@ async fn reject(canary: &Canary, ctx: &Context, why: String) -> Result<Action> {
         );
         act::write_status(&ctx.client, canary, &status).await?;
         let event = plan::Event {
-            warning: true,
             reason: crate::rollout::conditions::reasons::INVALID_SPEC,
+            severity: plan::Severity::Error,
+            revision: None,
+            weight: status.canary_weight,
+            metric: None,
+            value: None,
+            key: format!(
+                "{}/{}/{}/invalid/{why}",
+                canary.namespace().unwrap_or_default(),
+                canary.name_any(),
+                canary.uid().unwrap_or_default()
+            ),
             message: why,
         };
         act::publish(ctx, canary, &event).await;
@@ -212,26 +231,8 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
     }
     let snapshot = observe::observe(&ctx.client, canary).await?;
     let now = Timestamp::now();
-    let ready = snapshot
-        .observed
-        .target
-        .as_ref()
-        .is_some_and(|t| t.ready.is_ready());
-    let verdict = if ready && plan::analysis_due(canary, now) {
-        let results = checks::run(&ctx.client, canary, &ctx.config.metrics_server).await;
-        for r in &results {
-            info!(metric = %r.name, value = ?r.value, failure = ?r.failure, "metric check");
-            if let Some(value) = r.value {
-                ctx.metrics.set_metric_analysis(
-                    &canary.spec.target_ref.name,
-                    &canary.namespace().unwrap_or_default(),
-                    &r.name,
-                    value,
-                );
-            }
-        }
-        let verdict = verdict_of(canary, &results, now);
-        Some(judged(ctx, canary, verdict, now).await)
+    let verdict = if plan::needs(canary, &snapshot.observed, now).analysis {
+        Some(verdict::decide(&gather(ctx, canary, now).await))
     } else {
         None
     };
@@ -299,15 +300,15 @@ async fn cleanup(canary: &Canary, ctx: &Context) -> Result<Action> {
         let desired =
             crate::workloads::deployment::desired_replicas(target, snapshot.primary.as_ref());
         act::scale_target(&ctx.client, canary, desired).await?;
-        return Err(Error::Finalizer(
-            "waiting for the target to scale up before reverting".into(),
+        return Err(Error::Revert(
+            "waiting for the target to scale up before giving it the traffic",
         ));
     }
     if let Some(t) = &snapshot.observed.target
         && !t.ready.is_ready()
     {
-        return Err(Error::Finalizer(
-            "waiting for the target to be ready before reverting".into(),
+        return Err(Error::Revert(
+            "waiting for the target to be ready before giving it the traffic",
         ));
     }
     // The apex Service now selects the target's pods and is left in place.
@@ -330,8 +331,12 @@ async fn cleanup(canary: &Canary, ctx: &Context) -> Result<Action> {
 }
 
 fn error_policy(canary: Arc<Canary>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.is_conflict() {
+        tracing::debug!(canary = %canary.name_any(), "status changed since read; planning again");
+        return Action::requeue(Duration::from_millis(200));
+    }
     ctx.metrics.reconcile_failed(error.label());
-    warn!(canary = %canary.name_any(), error = %error, "reconcile failed");
+    warn!(canary = %canary.name_any(), error = %chain(error), kind = error.label(), "reconcile failed");
     Action::requeue(Duration::from_secs(2))
 }
 

@@ -131,6 +131,13 @@ fn gate(canary: &Canary, annotation: &str, revision: &str) -> bool {
         .is_some_and(|v| v.trim() == revision)
 }
 
+/// The weight whose increase `value` approves for `revision`: approvals are written
+/// `<revision>@<weight>`, so each one lets exactly one step through.
+pub fn approved_increase(value: &str, revision: &str) -> Option<u32> {
+    let (rev, weight) = value.trim().rsplit_once('@')?;
+    (rev == revision).then(|| weight.parse().ok()).flatten()
+}
+
 pub async fn observe(client: &Client, canary: &Canary) -> Result<Snapshot> {
     let ns = canary.namespace().unwrap_or_default();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
@@ -162,11 +169,10 @@ pub async fn observe(client: &Client, canary: &Canary) -> Result<Snapshot> {
     let gates = match &observed_target {
         Some(t) => Gates {
             start_approved: gate(canary, annotations::APPROVE_START, &t.revision),
-            traffic_increase_approved: gate(
-                canary,
-                annotations::APPROVE_TRAFFIC_INCREASE,
-                &t.revision,
-            ),
+            traffic_increase_approved_at: canary
+                .annotations()
+                .get(annotations::APPROVE_TRAFFIC_INCREASE)
+                .and_then(|v| approved_increase(v, &t.revision)),
             promotion_approved: gate(canary, annotations::APPROVE_PROMOTION, &t.revision),
             abort: gate(canary, annotations::ABORT, &t.revision),
         },
@@ -182,4 +188,18 @@ pub async fn observe(client: &Client, canary: &Canary) -> Result<Snapshot> {
         },
         gates,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::approved_increase;
+
+    #[test]
+    fn a_traffic_increase_approval_names_the_revision_and_the_weight_it_leaves() {
+        assert_eq!(approved_increase("abc123@20", "abc123"), Some(20));
+        assert_eq!(approved_increase(" abc123@0 ", "abc123"), Some(0));
+        assert_eq!(approved_increase("abc123@20", "def456"), None);
+        assert_eq!(approved_increase("abc123", "abc123"), None);
+        assert_eq!(approved_increase("abc123@x", "abc123"), None);
+    }
 }

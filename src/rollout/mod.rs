@@ -1,9 +1,13 @@
-//! The rollout state machine (pure) and the status conditions it maintains.
+//! The rollout state machine (pure), the verdict rules of an analysis round, and the
+//! status conditions they maintain.
 
 pub mod conditions;
 pub mod plan;
+pub mod verdict;
 
 #[cfg(test)]
 pub mod fixtures;
 #[cfg(test)]
 mod plan_tests;
+#[cfg(test)]
+mod safety_tests;

@@ -57,22 +57,22 @@ pub struct Observed {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Gates {
     pub start_approved: bool,
-    pub traffic_increase_approved: bool,
+    /// The weight whose increase is approved (`serin.dev/approve-traffic-increase:
+    /// <revision>@<weight>`): one approval lets exactly one step through, the one that
+    /// leaves this weight.
+    pub traffic_increase_approved_at: Option<u32>,
     pub promotion_approved: bool,
     pub abort: bool,
 }
 
-/// The combined outcome of one analysis round.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Verdict {
-    Pass,
-    /// Neither pass nor fail (a marginal judge score): hold the weight.
-    Hold(String),
-    /// The checks that failed, as one readable message.
-    Fail(String),
-    /// The evidence already shows a regression: roll back now.
-    Rollback(String),
+impl Gates {
+    /// Whether the step that leaves `weight` is approved.
+    pub fn traffic_increase_approved(&self, weight: u32) -> bool {
+        self.traffic_increase_approved_at == Some(weight)
+    }
 }
+
+pub use crate::rollout::verdict::{Finding, Verdict};
 
 /// What to do with the primary Deployment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,20 +92,71 @@ pub enum TargetScale {
     Down,
 }
 
-/// An event to record on the Canary.
+/// How bad an event is, as notifiers filter them (Flagger's alert severities).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Info,
+    Warn,
+    Error,
+}
+
+/// An event to record on the Canary, with the fields a notifier needs so that it never
+/// parses the message.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
-    pub warning: bool,
+    /// The kind of transition (the Kubernetes Event reason).
     pub reason: &'static str,
+    pub severity: Severity,
+    /// The revision the event is about.
+    pub revision: Option<String>,
+    /// The canary weight after the transition.
+    pub weight: i32,
+    /// The metric (or gate) that decided, and the value it measured.
+    pub metric: Option<String>,
+    pub value: Option<f64>,
+    /// One readable sentence.
     pub message: String,
+    /// The same transition planned again (after a restart, or from a stale cache) gets
+    /// the same key, so that it is published once.
+    pub key: String,
+}
+
+impl Event {
+    pub fn warning(&self) -> bool {
+        self.severity != Severity::Info
+    }
+}
+
+/// What the Services and routes should say this tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Traffic {
+    /// Write nothing (suspended, or no target): whatever is there stays.
+    Untouched,
+    /// The primary is not ready yet: create the `-primary` and `-canary` Services, but
+    /// leave the apex Service and the route as they are, so that users keep reaching
+    /// whatever served them before.
+    Prepare,
+    /// The apex Service and the route, sending this share to the canary.
+    Route { canary_weight: u32 },
+}
+
+/// What the controller must observe or run before the next plan (its only I/O besides
+/// reading the cluster).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Run the metric checks, the comparisons and the sequential test.
+    pub analysis: bool,
 }
 
 /// The decision of one reconcile.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
+    /// The status to record. It is written before anything else, so a decision is
+    /// durable before any route or scale reflects it.
     pub status: CanaryStatus,
     pub primary: PrimaryAction,
     pub target: TargetScale,
+    pub traffic: Traffic,
     pub events: Vec<Event>,
     /// When to look again even if nothing changes.
     pub requeue: Duration,
@@ -131,15 +182,47 @@ fn since(t: &Option<Time>, now: Timestamp) -> Duration {
         .unwrap_or_default()
 }
 
-/// Whether the checks should run now: the rollout is progressing, traffic reaches the
-/// canary, and an interval has passed since the last step.
+/// Whether the checks should run now: the rollout is progressing (or waiting for its
+/// promotion to be approved, when the canary keeps its traffic and must keep earning
+/// it), traffic reaches the canary, and an interval has passed since the last round.
 pub fn analysis_due(canary: &Canary, now: Timestamp) -> bool {
     let Some(status) = &canary.status else {
         return false;
     };
-    status.phase == CanaryPhase::Progressing
-        && status.canary_weight > 0
+    matches!(
+        status.phase,
+        CanaryPhase::Progressing | CanaryPhase::WaitingPromotion
+    ) && status.canary_weight > 0
         && since(&status.last_analysis_time, now) >= canary.spec.analysis.interval()
+}
+
+/// What the controller must run before planning: the analysis when it is due and the
+/// canary can be judged (it is ready and runs the revision under analysis).
+pub fn needs(canary: &Canary, observed: &Observed, now: Timestamp) -> Needs {
+    let judged = observed.target.as_ref().is_some_and(|t| {
+        t.ready.is_ready()
+            && canary
+                .status
+                .as_ref()
+                .and_then(|s| s.last_applied_spec.as_deref())
+                == Some(t.revision.as_str())
+    });
+    Needs {
+        analysis: judged && analysis_due(canary, now),
+    }
+}
+
+/// The share of traffic the canary may get: what the status says, but only while the
+/// canary is ready and runs the revision under analysis. A canary that stops being ready
+/// loses its traffic at once and gets it back when it recovers; pods of a newer,
+/// unanalysed revision get none.
+pub fn routed_weight(status: &CanaryStatus, target: &Target) -> u32 {
+    let analysed = status.last_applied_spec.as_deref() == Some(target.revision.as_str());
+    if analysed && target.ready.is_ready() {
+        u32::try_from(status.canary_weight).unwrap_or(0).min(100)
+    } else {
+        0
+    }
 }
 
 /// The next weight after `current`: the next of stepWeights, or current + stepWeight,
@@ -169,17 +252,37 @@ struct Builder<'a> {
     status: CanaryStatus,
     primary: PrimaryAction,
     target: TargetScale,
+    traffic: Option<Traffic>,
     events: Vec<Event>,
     requeue: Duration,
 }
 
 impl Builder<'_> {
-    fn event(&mut self, warning: bool, reason: &'static str, message: impl Into<String>) {
+    fn event(&mut self, severity: Severity, reason: &'static str, message: impl Into<String>) {
         self.events.push(Event {
-            warning,
             reason,
+            severity,
+            revision: self
+                .input
+                .observed
+                .target
+                .as_ref()
+                .map(|t| t.revision.clone()),
+            weight: 0,
+            metric: None,
+            value: None,
             message: message.into(),
+            key: String::new(),
         });
+    }
+
+    /// An event about a finding of the analysis: it names the metric and its value.
+    fn finding(&mut self, severity: Severity, reason: &'static str, message: String, f: &Finding) {
+        self.event(severity, reason, message);
+        if let Some(e) = self.events.last_mut() {
+            e.metric = f.metric.clone();
+            e.value = f.value;
+        }
     }
 
     fn phase(&mut self, phase: CanaryPhase, message: impl Into<String>) {
@@ -206,7 +309,7 @@ impl Builder<'_> {
         self.status.last_analysis_time = None;
         if skip {
             self.event(
-                false,
+                Severity::Info,
                 reasons::SKIPPED_ANALYSIS,
                 format!("New revision {revision}: analysis skipped, promoting"),
             );
@@ -218,7 +321,7 @@ impl Builder<'_> {
             return;
         }
         if self.input.canary.spec.approvals().start && !self.input.gates.start_approved {
-            self.event(false, reasons::WAITING_APPROVAL, format!("New revision {revision} waits for approval to start (annotate serin.dev/approve-start={revision})"));
+            self.event(Severity::Info, reasons::WAITING_APPROVAL, format!("New revision {revision} waits for approval to start (annotate serin.dev/approve-start={revision})"));
             self.phase(
                 CanaryPhase::Waiting,
                 format!("waiting for approval to start {revision}"),
@@ -228,7 +331,7 @@ impl Builder<'_> {
         }
         self.target = TargetScale::Up;
         self.event(
-            false,
+            Severity::Info,
             reasons::NEW_REVISION,
             format!("New revision {revision} detected, starting canary analysis"),
         );
@@ -242,36 +345,73 @@ impl Builder<'_> {
     /// A newer revision arrived while one was in flight: analyse it from weight 0.
     fn restart(&mut self, revision: &str, during: &str) {
         self.event(
-            false,
+            Severity::Info,
             reasons::RESTARTED,
             format!("New revision {revision} during {during}, restarting from weight 0"),
         );
         self.start(revision);
     }
 
-    fn rollback(&mut self, why: String) {
+    fn rollback(&mut self, why: &Finding) {
         self.status.canary_weight = 0;
         self.target = TargetScale::Down;
-        self.event(
-            true,
+        self.finding(
+            Severity::Error,
             reasons::ROLLED_BACK,
             format!("Canary rolled back: {why}"),
+            why,
         );
-        self.phase(CanaryPhase::Failed, why);
+        self.phase(CanaryPhase::Failed, why.to_string());
         self.requeue = self.interval().max(POLL);
     }
 
     fn finish(self) -> Plan {
         let mut status = self.status;
-        let now = self.input.now;
-        let generation = self.input.canary.metadata.generation;
+        let input = self.input;
+        let now = input.now;
+        let generation = input.canary.metadata.generation;
         status.observed_generation = generation;
         conditions::set_for_phase(&mut status, now, generation);
+        let traffic = self
+            .traffic
+            .unwrap_or_else(|| match &input.observed.target {
+                // No route may point at a primary that does not exist.
+                Some(_) if input.observed.primary.is_none() => Traffic::Prepare,
+                Some(target) => Traffic::Route {
+                    canary_weight: routed_weight(&status, target),
+                },
+                None => Traffic::Untouched,
+            });
+        let canary = input.canary;
+        let identity = format!(
+            "{}/{}/{}",
+            canary.metadata.namespace.as_deref().unwrap_or_default(),
+            canary.metadata.name.as_deref().unwrap_or_default(),
+            canary.metadata.uid.as_deref().unwrap_or_default()
+        );
+        let events = self
+            .events
+            .into_iter()
+            .map(|mut e| {
+                e.weight = status.canary_weight;
+                e.key = format!(
+                    "{identity}/{}/{}/{}/w{}/f{}/m{}",
+                    e.revision.as_deref().unwrap_or_default(),
+                    e.reason,
+                    status.phase,
+                    status.canary_weight,
+                    status.failed_checks,
+                    status.marginal_checks
+                );
+                e
+            })
+            .collect();
         Plan {
             status,
             primary: self.primary,
             target: self.target,
-            events: self.events,
+            traffic,
+            events,
             requeue: self.requeue,
         }
     }
@@ -286,6 +426,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
         status: current.clone(),
         primary: PrimaryAction::Keep,
         target: TargetScale::Keep,
+        traffic: None,
         events: Vec::new(),
         requeue: canary.spec.analysis.interval().max(POLL),
     };
@@ -295,13 +436,17 @@ pub fn plan(input: &Input<'_>) -> Plan {
             "target {} {} not found: create it or fix spec.targetRef",
             canary.spec.target_ref.kind, canary.spec.target_ref.name
         ));
+        b.traffic = Some(Traffic::Untouched);
         b.requeue = Duration::from_secs(10);
         return b.finish();
     };
 
     if canary.spec.suspend {
+        // Nothing is written while suspended: an operator may be changing Services or
+        // routes by hand during an incident.
         b.status.message =
             Some("suspended: no changes are made until spec.suspend is false".into());
+        b.traffic = Some(Traffic::Untouched);
         return b.finish();
     }
 
@@ -320,17 +465,14 @@ pub fn plan(input: &Input<'_>) -> Plan {
             if current.last_applied_spec.as_deref() != Some(&target.revision) {
                 b.start(&target.revision);
             } else if input.gates.abort {
-                b.rollback(format!(
-                    "aborted by annotation for revision {}",
-                    target.revision
-                ));
+                b.rollback(&aborted(target));
             } else if input.gates.start_approved {
                 // The canary is scaled up only now: its progress deadline starts now, not
                 // when the revision began waiting for approval.
                 b.status.analysis_start_time = Some(Time(input.now));
                 b.target = TargetScale::Up;
                 b.event(
-                    false,
+                    Severity::Info,
                     reasons::APPROVED,
                     format!("Start of {} approved", target.revision),
                 );
@@ -343,31 +485,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
                 b.requeue = POLL;
             }
         }
-        CanaryPhase::Progressing => progress(&mut b, target),
-        CanaryPhase::WaitingPromotion => {
-            if current.last_applied_spec.as_deref() != Some(&target.revision) {
-                b.restart(&target.revision, "analysis");
-            } else if input.gates.abort {
-                b.rollback(format!(
-                    "aborted by annotation for revision {}",
-                    target.revision
-                ));
-            } else if input.gates.promotion_approved {
-                b.event(
-                    false,
-                    reasons::APPROVED,
-                    format!("Promotion of {} approved", target.revision),
-                );
-                b.primary = PrimaryAction::Promote;
-                b.phase(
-                    CanaryPhase::Promoting,
-                    format!("copying {} to the primary", target.revision),
-                );
-                b.requeue = POLL;
-            } else {
-                b.requeue = POLL;
-            }
-        }
+        CanaryPhase::Progressing | CanaryPhase::WaitingPromotion => progress(&mut b, target),
         CanaryPhase::Promoting => promote(&mut b, target),
         CanaryPhase::Finalising => {
             // What was promoted is the analysed revision, even if the target has
@@ -377,10 +495,13 @@ pub fn plan(input: &Input<'_>) -> Plan {
             b.target = TargetScale::Down;
             b.status.last_promoted_spec = Some(promoted.clone());
             b.event(
-                false,
+                Severity::Info,
                 reasons::SUCCEEDED,
                 format!("Promotion of {promoted} completed, canary scaled to zero"),
             );
+            if let Some(e) = b.events.last_mut() {
+                e.revision = Some(promoted.clone());
+            }
             b.phase(
                 CanaryPhase::Succeeded,
                 format!("revision {promoted} promoted"),
@@ -391,35 +512,56 @@ pub fn plan(input: &Input<'_>) -> Plan {
     b.finish()
 }
 
+fn aborted(target: &Target) -> Finding {
+    Finding::gate(
+        "abort",
+        format!("aborted by annotation for revision {}", target.revision),
+    )
+}
+
 fn initialize(b: &mut Builder<'_>, target: &Target) {
     let observed = b.input.observed;
     match &observed.primary {
         None => {
             b.primary = PrimaryAction::Bootstrap;
+            b.traffic = Some(Traffic::Prepare);
             b.phase(CanaryPhase::Initializing, "creating the primary");
             b.requeue = POLL;
         }
         Some(primary) => match &primary.ready {
             Readiness::Ready => {
+                // What the primary runs is what was promoted, whatever the target says
+                // now: a target changed during the bootstrap is a new revision, analysed
+                // next, never taken as already promoted.
+                let serving = primary
+                    .revision
+                    .clone()
+                    .unwrap_or_else(|| target.revision.clone());
                 b.target = TargetScale::Down;
                 b.status.canary_weight = 0;
-                b.status.last_applied_spec = Some(target.revision.clone());
-                b.status.last_promoted_spec = Some(target.revision.clone());
+                b.status.last_applied_spec = Some(serving.clone());
+                b.status.last_promoted_spec = Some(serving.clone());
                 b.event(
-                    false,
+                    Severity::Info,
                     reasons::INITIALIZED,
-                    format!(
-                        "Initialization done: the primary serves {}",
-                        target.revision
-                    ),
+                    format!("Initialization done: the primary serves {serving}"),
                 );
+                if let Some(e) = b.events.last_mut() {
+                    e.revision = Some(serving.clone());
+                }
                 b.phase(
                     CanaryPhase::Initialized,
-                    format!("primary ready with {}", target.revision),
+                    format!("primary ready with {serving}"),
                 );
-                b.requeue = Duration::from_secs(60);
+                b.requeue = if serving == target.revision {
+                    Duration::from_secs(60)
+                } else {
+                    POLL
+                };
             }
             Readiness::NotReady(why) => {
+                // Users keep reaching whatever served them until the primary can.
+                b.traffic = Some(Traffic::Prepare);
                 b.phase(
                     CanaryPhase::Initializing,
                     format!("waiting for the primary: {why}"),
@@ -434,6 +576,7 @@ fn progress(b: &mut Builder<'_>, target: &Target) {
     let input = b.input;
     let canary = input.canary;
     let status = b.status.clone();
+    let waiting_promotion = status.phase == CanaryPhase::WaitingPromotion;
     // Keep asking for the canary's replicas: a restart between the status write and the
     // scale-up, or someone scaling it down, must not leave the analysis without pods.
     b.target = TargetScale::Up;
@@ -442,29 +585,32 @@ fn progress(b: &mut Builder<'_>, target: &Target) {
         return;
     }
     if input.gates.abort {
-        b.rollback(format!(
-            "aborted by annotation for revision {}",
-            target.revision
-        ));
+        b.rollback(&aborted(target));
         return;
     }
     if let Readiness::NotReady(why) = &target.ready {
-        // The deadline counts from the last time the canary was seen ready: the last
-        // step (steps are taken only when it is ready), else the start of this analysis.
-        // A canary that stops being ready late in a long analysis gets the whole deadline
-        // to recover, as a Deployment's progress deadline does.
+        // The canary gets no traffic while it is not ready (see `routed_weight`). The
+        // deadline counts from the last time it was seen ready: the last step or round
+        // (taken only when it is ready), else the start of this analysis. A canary that
+        // stops being ready late in a long analysis gets the whole deadline to recover,
+        // as a Deployment's progress deadline does.
         let last_ready = status
             .last_analysis_time
             .clone()
             .or_else(|| status.analysis_start_time.clone());
         let waited = since(&last_ready, input.now);
         if waited > canary.spec.progress_deadline() {
-            b.rollback(format!(
-                "canary not ready within the progress deadline of {}s: {why}",
-                canary.spec.progress_deadline().as_secs()
+            b.rollback(&Finding::gate(
+                "progress-deadline",
+                format!(
+                    "canary not ready within the progress deadline of {}s: {why}",
+                    canary.spec.progress_deadline().as_secs()
+                ),
             ));
         } else {
-            b.status.message = Some(format!("waiting for the canary: {why}"));
+            b.status.message = Some(format!(
+                "the canary is not ready, so it gets no traffic: {why}"
+            ));
             b.requeue = POLL;
         }
         return;
@@ -477,75 +623,102 @@ fn progress(b: &mut Builder<'_>, target: &Target) {
         step_to(b, next_weight(canary, 0), target);
         return;
     }
+    if waiting_promotion && input.gates.promotion_approved {
+        // The analysis passed at maxWeight; the checks kept running while waiting.
+        b.event(
+            Severity::Info,
+            reasons::APPROVED,
+            format!("Promotion of {} approved", target.revision),
+        );
+        promote_now(b, target);
+        return;
+    }
     let Some(verdict) = &input.verdict else {
         let remaining = canary
             .spec
             .analysis
             .interval()
             .saturating_sub(since(&status.last_analysis_time, input.now));
-        b.requeue = remaining.max(Duration::from_millis(200));
+        b.requeue = if waiting_promotion {
+            POLL.min(remaining.max(Duration::from_millis(200)))
+        } else {
+            remaining.max(Duration::from_millis(200))
+        };
         return;
     };
     b.status.last_analysis_time = Some(Time(input.now));
     match verdict {
-        Verdict::Rollback(why) => b.rollback(why.clone()),
+        Verdict::Rollback(why) => b.rollback(why),
         Verdict::Fail(why) => {
             b.status.failed_checks += 1;
             let failed = u32::try_from(b.status.failed_checks).unwrap_or(0);
-            b.event(
-                true,
+            b.finding(
+                Severity::Warn,
                 reasons::CHECK_FAILED,
                 format!("Halt advancement: {why} (failed checks {failed}/{threshold})"),
+                why,
             );
             if failed >= threshold {
-                b.rollback(format!(
-                    "failed checks threshold reached {failed}/{threshold}: {why}"
-                ));
+                let reason = Finding {
+                    message: format!("failed checks threshold reached {failed}/{threshold}: {why}"),
+                    ..why.clone()
+                };
+                b.rollback(&reason);
             } else {
                 b.status.message = Some(format!("check failed ({failed}/{threshold}): {why}"));
-                b.requeue = canary.spec.analysis.interval();
+                b.requeue = if waiting_promotion {
+                    POLL
+                } else {
+                    b.interval()
+                };
             }
         }
         Verdict::Hold(why) => {
             b.status.marginal_checks += 1;
-            b.event(
-                false,
+            b.finding(
+                Severity::Info,
                 reasons::HOLD,
                 format!("Holding at weight {weight}: {why}"),
+                why,
             );
             b.status.message = Some(format!("holding at weight {weight}: {why}"));
-            b.requeue = canary.spec.analysis.interval();
+            b.requeue = if waiting_promotion {
+                POLL
+            } else {
+                b.interval()
+            };
+        }
+        Verdict::Pass if waiting_promotion => {
+            b.requeue = POLL;
         }
         Verdict::Pass => {
             if weight >= canary.spec.analysis.max_weight() {
                 if canary.spec.approvals().promotion && !input.gates.promotion_approved {
-                    b.event(false, reasons::WAITING_APPROVAL, format!("Analysis of {} passed; promotion waits for approval (annotate serin.dev/approve-promotion={})", target.revision, target.revision));
+                    b.event(Severity::Info, reasons::WAITING_APPROVAL, format!("Analysis of {} passed; promotion waits for approval (annotate serin.dev/approve-promotion={})", target.revision, target.revision));
                     b.phase(
                         CanaryPhase::WaitingPromotion,
-                        format!("waiting for approval to promote {}", target.revision),
+                        format!(
+                            "waiting for approval to promote {}; the checks keep running",
+                            target.revision
+                        ),
                     );
                     b.requeue = POLL;
                 } else {
                     b.event(
-                        false,
+                        Severity::Info,
                         reasons::PROMOTING,
                         format!(
                             "Analysis of {} passed at weight {weight}, copying it to the primary",
                             target.revision
                         ),
                     );
-                    b.primary = PrimaryAction::Promote;
-                    b.phase(
-                        CanaryPhase::Promoting,
-                        format!("copying {} to the primary", target.revision),
-                    );
-                    b.requeue = POLL;
+                    promote_now(b, target);
                 }
             } else if canary.spec.approvals().traffic_increase
-                && !input.gates.traffic_increase_approved
+                && !input.gates.traffic_increase_approved(weight)
             {
                 b.status.message = Some(format!(
-                    "weight {weight}: waiting for approval to increase traffic (annotate serin.dev/approve-traffic-increase={})",
+                    "weight {weight}: waiting for approval to increase traffic (annotate serin.dev/approve-traffic-increase={}@{weight})",
                     target.revision
                 ));
                 b.requeue = POLL;
@@ -554,6 +727,15 @@ fn progress(b: &mut Builder<'_>, target: &Target) {
             }
         }
     }
+}
+
+fn promote_now(b: &mut Builder<'_>, target: &Target) {
+    b.primary = PrimaryAction::Promote;
+    b.phase(
+        CanaryPhase::Promoting,
+        format!("copying {} to the primary", target.revision),
+    );
+    b.requeue = POLL;
 }
 
 fn step_to(b: &mut Builder<'_>, weight: u32, target: &Target) {
@@ -566,7 +748,7 @@ fn step_to(b: &mut Builder<'_>, weight: u32, target: &Target) {
     b.status.canary_weight = i32::try_from(weight).unwrap_or(100);
     b.status.last_analysis_time = Some(Time(b.input.now));
     b.event(
-        false,
+        Severity::Info,
         reasons::ADVANCED,
         format!("Advance {} canary weight {weight}", target.revision),
     );
@@ -577,17 +759,34 @@ fn step_to(b: &mut Builder<'_>, weight: u32, target: &Target) {
 fn promote(b: &mut Builder<'_>, target: &Target) {
     let input = b.input;
     let canary = input.canary;
-    if b.status.last_applied_spec.as_deref() != Some(&target.revision) {
-        // Never copy a revision that was not analysed.
-        b.restart(&target.revision, "promotion");
+    let applied = b.status.last_applied_spec.clone().unwrap_or_default();
+    let primary = input.observed.primary.as_ref();
+    let primary_runs_applied = primary.and_then(|p| p.revision.as_deref()) == Some(&applied);
+    if target.revision != applied {
+        if !primary_runs_applied {
+            // Never copy a revision that was not analysed: the copy had not started.
+            b.restart(&target.revision, "promotion");
+            return;
+        }
+        // The primary already runs the analysed revision: finish its promotion (the
+        // newer revision is analysed next). The canary's pods now run the newer,
+        // unanalysed revision, so all traffic goes to the primary at once.
+        b.status.canary_weight = 0;
+        match primary.map(|p| &p.ready) {
+            Some(Readiness::Ready) => b.phase(
+                CanaryPhase::Finalising,
+                format!("routing all traffic to the primary running {applied}"),
+            ),
+            Some(Readiness::NotReady(why)) => {
+                b.status.message = Some(format!("waiting for the promoted primary: {why}"));
+            }
+            None => {}
+        }
+        b.requeue = POLL;
         return;
     }
     b.primary = PrimaryAction::Promote;
-    let promoted = input
-        .observed
-        .primary
-        .as_ref()
-        .filter(|p| p.revision.as_deref() == Some(&target.revision));
+    let promoted = primary.filter(|_| primary_runs_applied);
     match promoted.map(|p| &p.ready) {
         Some(Readiness::Ready) => {
             let weight = u32::try_from(b.status.canary_weight).unwrap_or(0);
@@ -599,7 +798,7 @@ fn promote(b: &mut Builder<'_>, target: &Target) {
                 b.status.canary_weight = i32::try_from(weight - step).unwrap_or(0);
                 b.status.last_analysis_time = Some(Time(input.now));
                 b.event(
-                    false,
+                    Severity::Info,
                     reasons::ADVANCED,
                     format!("Promotion: primary weight {}", 100 - (weight - step)),
                 );

@@ -14,7 +14,7 @@ use crate::rollout::fixtures::{
     Clock, Rng, apply, canary, not_ready, observed, plan_at, plan_with, ready,
 };
 use crate::rollout::plan::{
-    Event, Gates, Observed, Plan, Primary, PrimaryAction, Readiness, TargetScale, Verdict,
+    Event, Gates, Observed, Plan, Primary, PrimaryAction, Readiness, TargetScale, Traffic, Verdict,
     analysis_due, next_weight,
 };
 
@@ -171,7 +171,7 @@ fn a_new_revision_after_a_settled_phase_starts_progressing_at_weight_zero() {
         assert_eq!(condition(s, conditions::READY), "False");
         assert_eq!(condition(s, conditions::PROMOTED), "False");
         let e = event(&plan, reasons::NEW_REVISION).expect("NewRevision event");
-        assert!(!e.warning && e.message.contains("rev-b"), "{e:?}");
+        assert!(!e.warning() && e.message.contains("rev-b"), "{e:?}");
     }
 }
 
@@ -339,7 +339,9 @@ fn analysis_is_due_only_after_an_interval_since_the_last_step() {
         (Progressing, 10, 30, true),
         (Progressing, 10, 95, true),
         (Progressing, 0, 95, false),
-        (WaitingPromotion, 50, 95, false),
+        // Waiting for approval, the canary keeps its traffic and its checks.
+        (WaitingPromotion, 50, 29, false),
+        (WaitingPromotion, 50, 95, true),
         (Promoting, 50, 95, false),
         (Succeeded, 0, 95, false),
     ];
@@ -438,10 +440,10 @@ fn traffic_increase_waits_for_its_approval_when_required() {
         clock.now(),
     );
     assert_eq!(plan.status.canary_weight, 10);
-    assert!(message(&plan.status).contains("serin.dev/approve-traffic-increase=rev-b"));
+    assert!(message(&plan.status).contains("serin.dev/approve-traffic-increase=rev-b@10"));
 
     let approved = Gates {
-        traffic_increase_approved: true,
+        traffic_increase_approved_at: Some(10),
         ..Gates::default()
     };
     let plan = plan_with(
@@ -479,7 +481,7 @@ fn a_failed_check_below_the_threshold_keeps_the_weight_and_warns() {
         "the canary keeps its replicas during analysis"
     );
     let e = event(&plan, reasons::CHECK_FAILED).expect("CheckFailed event");
-    assert!(e.warning);
+    assert!(e.warning());
     assert!(
         e.message.contains(why) && e.message.contains("1/2"),
         "{e:?}"
@@ -511,7 +513,7 @@ fn reaching_the_failed_checks_threshold_rolls_back() {
     assert!(message(s).contains(why), "{:?}", s.message);
     assert_eq!(s.last_promoted_spec.as_deref(), Some("rev-a"));
     let e = event(&plan, reasons::ROLLED_BACK).expect("RolledBack event");
-    assert!(e.warning && e.message.contains(why), "{e:?}");
+    assert!(e.warning() && e.message.contains(why), "{e:?}");
 }
 
 #[test]
@@ -531,7 +533,7 @@ fn a_hold_keeps_the_weight_and_counts_a_marginal_check() {
     assert_eq!(plan.status.failed_checks, 0);
     assert_eq!(plan.status.last_analysis_time, at(clock.now()));
     assert!(message(&plan.status).contains("judge score 80"));
-    assert!(event(&plan, reasons::HOLD).is_some_and(|e| !e.warning));
+    assert!(event(&plan, reasons::HOLD).is_some_and(|e| !e.warning()));
 }
 
 #[test]
@@ -550,7 +552,7 @@ fn a_rollback_verdict_rolls_back_immediately() {
     assert_eq!(plan.status.canary_weight, 0);
     assert_eq!(plan.target, TargetScale::Down);
     assert_eq!(message(&plan.status), why);
-    assert!(event(&plan, reasons::ROLLED_BACK).is_some_and(|e| e.warning));
+    assert!(event(&plan, reasons::ROLLED_BACK).is_some_and(|e| e.warning()));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1096,6 +1098,9 @@ impl Sim {
         let plan = plan_with(&self.canary, &observed, gates, verdict, now);
         match plan.primary {
             PrimaryAction::Keep => {}
+            // As `act` does: the target is copied only if it runs the analysed revision.
+            PrimaryAction::Promote
+                if plan.status.last_applied_spec.as_deref() != Some(&self.target_revision) => {}
             PrimaryAction::Bootstrap | PrimaryAction::Promote => {
                 self.primary = Some(Primary {
                     revision: Some(self.target_revision.clone()),
@@ -1155,10 +1160,10 @@ fn random_canary(rng: &mut Rng) -> Canary {
     c
 }
 
-fn random_gates(rng: &mut Rng) -> Gates {
+fn random_gates(rng: &mut Rng, weight: i32) -> Gates {
     Gates {
         start_approved: rng.chance(30),
-        traffic_increase_approved: rng.chance(50),
+        traffic_increase_approved_at: rng.chance(50).then(|| u32::try_from(weight).unwrap_or(0)),
         promotion_approved: rng.chance(30),
         abort: rng.chance(2),
     }
@@ -1190,7 +1195,8 @@ fn random_rollouts(
                 revision += 1;
                 sim.target_revision = format!("rev-{revision}");
             }
-            let gates = random_gates(&mut rng);
+            let weight = sim.canary.status.as_ref().map_or(0, |s| s.canary_weight);
+            let gates = random_gates(&mut rng, weight);
             let before = sim.canary.status.clone().unwrap_or_default();
             let verdict = random_verdict(&mut rng);
             let (plan, observed) = sim.tick_observed(gates, || verdict);
@@ -1239,6 +1245,67 @@ fn random_rollouts_keep_the_weight_within_bounds_and_off_unready_canaries() {
                 s.canary_weight
             );
         }
+    });
+}
+
+#[test]
+fn random_rollouts_route_to_the_canary_only_while_it_is_ready_and_analysed() {
+    random_rollouts(0..300, 200, |seed, before, plan, observed, _| {
+        let Traffic::Route { canary_weight } = plan.traffic else {
+            return;
+        };
+        let target = observed.target.as_ref().expect("target observed");
+        if canary_weight > 0 {
+            assert!(
+                target.ready.is_ready(),
+                "seed {seed}: weight {canary_weight} to an unready canary ({:?} -> {:?})",
+                before.phase,
+                plan.status.phase
+            );
+            assert_eq!(
+                plan.status.last_applied_spec.as_ref(),
+                Some(&target.revision),
+                "seed {seed}: traffic to an unanalysed revision"
+            );
+        }
+        // A decision is in status before any route reflects it: the route never sends
+        // more than the status it is written after.
+        assert!(
+            i64::from(canary_weight) <= i64::from(plan.status.canary_weight),
+            "seed {seed}: route {canary_weight} ahead of status {}",
+            plan.status.canary_weight
+        );
+        assert!(
+            observed.primary.is_some(),
+            "seed {seed}: a route to a primary that does not exist"
+        );
+    });
+}
+
+#[test]
+fn random_rollouts_settle_only_while_the_primary_runs_the_promoted_revision() {
+    random_rollouts(0..300, 200, |seed, before, plan, _, sim| {
+        let settled = matches!(plan.status.phase, Initialized | Succeeded);
+        if settled && before.phase != plan.status.phase {
+            let runs = sim.primary.as_ref().and_then(|p| p.revision.clone());
+            assert_eq!(
+                runs, plan.status.last_promoted_spec,
+                "seed {seed}: {:?} while the primary runs {runs:?}",
+                plan.status.phase
+            );
+        }
+    });
+}
+
+#[test]
+fn random_suspended_canaries_plan_no_write() {
+    random_rollouts(0..100, 100, |seed, _, _, observed, sim| {
+        let canary = sim.canary.clone().suspended();
+        let plan = plan_at(&canary, observed, sim.clock.now());
+        assert_eq!(plan.traffic, Traffic::Untouched, "seed {seed}");
+        assert_eq!(plan.primary, PrimaryAction::Keep, "seed {seed}");
+        assert_eq!(plan.target, TargetScale::Keep, "seed {seed}");
+        assert!(plan.events.is_empty(), "seed {seed}");
     });
 }
 

@@ -10,7 +10,7 @@ use crate::api::Canary;
 
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("writing {kind} {name}: {source}")]
+    #[error("writing {kind} {name}")]
     Apply {
         kind: &'static str,
         name: String,

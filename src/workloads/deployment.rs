@@ -40,10 +40,25 @@ pub fn target_selector(target: &Deployment) -> BTreeMap<String, String> {
 /// The replicas the target runs when scaled up: its own count if it has one, else the
 /// primary's, else 1.
 pub fn desired_replicas(target: &Deployment, primary: Option<&Deployment>) -> i32 {
-    let replicas = |d: &Deployment| d.spec.as_ref().and_then(|s| s.replicas).filter(|r| *r > 0);
-    replicas(target)
-        .or_else(|| primary.and_then(replicas))
+    replicas_of(target)
+        .or_else(|| primary.and_then(replicas_of))
         .unwrap_or(1)
+}
+
+fn replicas_of(d: &Deployment) -> Option<i32> {
+    d.spec.as_ref().and_then(|s| s.replicas).filter(|r| *r > 0)
+}
+
+/// The primary's replicas when a revision is promoted into it: what the target asks
+/// for, but never fewer than the primary runs now, because the primary serves (most of)
+/// the traffic throughout the promotion. A GitOps tool re-applying a smaller `replicas`
+/// to the target must not shrink the primary under load; scaling the primary down is
+/// its autoscaler's job (`autoscalerRef`).
+pub fn promoted_replicas(target: &Deployment, primary: Option<&Deployment>) -> i32 {
+    let wanted = desired_replicas(target, primary);
+    primary
+        .and_then(replicas_of)
+        .map_or(wanted, |now| now.max(wanted))
 }
 
 /// The primary: a copy of the target's pod template with `-primary` selector labels,
@@ -260,5 +275,23 @@ mod tests {
             primary_selector(&d),
             [("app".to_string(), "podinfo-primary".to_string())].into()
         );
+    }
+
+    fn with_replicas(replicas: i32) -> Deployment {
+        Deployment {
+            spec: Some(k8s_openapi::api::apps::v1::DeploymentSpec {
+                replicas: Some(replicas),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_promotion_never_shrinks_the_primary_that_serves_the_traffic() {
+        let primary = with_replicas(10);
+        assert_eq!(promoted_replicas(&with_replicas(2), Some(&primary)), 10);
+        assert_eq!(promoted_replicas(&with_replicas(12), Some(&primary)), 12);
+        assert_eq!(promoted_replicas(&with_replicas(3), None), 3);
     }
 }

@@ -48,7 +48,8 @@ pub const DEFAULT_SESSION_AFFINITY_MAX_AGE: i32 = 86_400;
 pub mod annotations {
     /// Approves the start of the rollout of a revision (`spec.approvals.start`).
     pub const APPROVE_START: &str = "serin.dev/approve-start";
-    /// Approves the next traffic increase of a revision (`spec.approvals.trafficIncrease`).
+    /// Approves one traffic increase of a revision, written `<revision>@<weight>`: the
+    /// step that leaves `<weight>` (`spec.approvals.trafficIncrease`).
     pub const APPROVE_TRAFFIC_INCREASE: &str = "serin.dev/approve-traffic-increase";
     /// Approves the promotion of a revision (`spec.approvals.promotion`).
     pub const APPROVE_PROMOTION: &str = "serin.dev/approve-promotion";
@@ -240,7 +241,8 @@ pub struct Approvals {
     /// Wait for serin.dev/approve-start: <revision> before a rollout starts.
     #[serde(default, skip_serializing_if = "is_false")]
     pub start: bool,
-    /// Wait for serin.dev/approve-traffic-increase: <revision> before each traffic increase.
+    /// Wait for serin.dev/approve-traffic-increase: <revision>@<weight> before each traffic
+    /// increase (one approval lets the one step that leaves <weight> through).
     #[serde(default, skip_serializing_if = "is_false")]
     pub traffic_increase: bool,
     /// Wait for serin.dev/approve-promotion: <revision> before promotion.
