@@ -13,7 +13,7 @@ use crate::analysis::{
     prometheus::{PrometheusProvider, QueryError},
     template::{QueryVars, render},
 };
-use crate::api::{Canary, CanaryMetric, MetricTemplate, Provider};
+use crate::api::{Canary, CanaryMetric, MetricTemplate};
 
 /// The value measured for one metric, or why there is none.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,13 +24,6 @@ pub struct MetricResult {
     pub failure: Option<String>,
     /// The failure is that the query returned no data (no series or NaN).
     pub no_data: bool,
-}
-
-pub fn telemetry_of(provider: Provider) -> Telemetry {
-    match provider {
-        Provider::Linkerd => Telemetry::Linkerd,
-        _ => Telemetry::Istio,
-    }
 }
 
 /// The range a value must fall in: `thresholdRange`, or the deprecated `threshold`
@@ -125,7 +118,7 @@ pub(crate) async fn resolve(
     }
     let query = match &metric.query {
         Some(q) => q.clone(),
-        None => builtin::query(&metric.name, telemetry_of(canary.provider()))
+        None => builtin::query(&metric.name, Telemetry::of(canary.provider()))
             .ok_or_else(|| {
                 format!(
                     "metric {} is neither builtin (request-success-rate, request-duration) nor has a templateRef or query",

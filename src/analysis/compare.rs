@@ -10,12 +10,12 @@ use std::time::Duration;
 use kube::{Client, ResourceExt};
 
 use crate::analysis::{
-    builtin::Telemetry,
-    checks::{query_vars, resolve, telemetry_of},
+    checks::{query_vars, resolve},
     stats::{
         self, Classification, CompareConfig, Counts, ScoreThresholds, SequentialConfig,
         SequentialDecision,
     },
+    telemetry::Telemetry,
     template::render,
 };
 use crate::api::{self, Canary, CanaryMetric};
@@ -204,28 +204,7 @@ async fn counts_of(
     seconds: u64,
 ) -> Result<(f64, f64), String> {
     let ns = canary.namespace().unwrap_or_default();
-    let (total, bad) = match telemetry_of(canary.provider()) {
-        Telemetry::Istio => {
-            let sel = format!(
-                r#"reporter="destination",destination_workload_namespace="{ns}",destination_workload="{workload}""#
-            );
-            (
-                format!("sum(increase(istio_requests_total{{{sel}}}[{seconds}s]))"),
-                format!(
-                    r#"sum(increase(istio_requests_total{{{sel},response_code=~"5.*"}}[{seconds}s]))"#
-                ),
-            )
-        }
-        Telemetry::Linkerd => {
-            let sel = format!(r#"direction="inbound",namespace="{ns}",deployment="{workload}""#);
-            (
-                format!("sum(increase(response_total{{{sel}}}[{seconds}s]))"),
-                format!(
-                    r#"sum(increase(response_total{{{sel},classification="failure"}}[{seconds}s]))"#
-                ),
-            )
-        }
-    };
+    let (total, bad) = Telemetry::of(canary.provider()).counts(&ns, workload, seconds);
     let address = canary.spec.metrics_server.as_deref().unwrap_or(address);
     let server = crate::analysis::prometheus::PrometheusProvider::new(address, Vec::new(), false)
         .map_err(|e| e.to_string())?;

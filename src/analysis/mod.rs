@@ -5,4 +5,5 @@ pub mod checks;
 pub mod compare;
 pub mod prometheus;
 pub mod stats;
+pub mod telemetry;
 pub mod template;

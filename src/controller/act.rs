@@ -26,12 +26,13 @@ use super::{
 };
 use crate::api::{API_VERSION, Canary, CanaryStatus};
 use crate::rollout::plan::{Plan, PrimaryAction, TargetScale, Traffic};
-use crate::router::{TrafficRouter, Weights, istio::IstioRouter};
+use crate::router::{self, Backends, Weights};
 use crate::workloads::deployment::{
-    build_primary, build_services, desired_replicas, promoted_replicas,
+    build_primary, build_services, desired_replicas, primary_selector, promoted_replicas,
+    target_selector,
 };
 
-pub const FIELD_MANAGER: &str = "serin";
+pub use crate::router::FIELD_MANAGER;
 
 fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
@@ -139,21 +140,12 @@ async fn write_primary(
     Ok(())
 }
 
-/// The Services and, with `autoscalerRef`, the primary's autoscaler. Without `apex`,
-/// only the `-primary` and `-canary` Services: the apex Service is what users reach, and
-/// it selects the primary only once the primary is ready.
-async fn write_services(
-    client: &Client,
-    canary: &Canary,
-    target: &Deployment,
-    apex: bool,
-) -> Result<()> {
+/// The `-primary` and `-canary` Services and, with `autoscalerRef`, the primary's
+/// autoscaler. The apex Service, what users reach, belongs to the router.
+async fn write_services(client: &Client, canary: &Canary, target: &Deployment) -> Result<()> {
     let ns = canary.namespace().unwrap_or_default();
     let api: Api<Service> = Api::namespaced(client.clone(), &ns);
-    for service in build_services(canary, target)
-        .into_iter()
-        .filter(|s| apex || s.metadata.name.as_deref() != Some(canary.service_name()))
-    {
+    for service in build_services(canary, target) {
         api.patch(
             &service.name_any(),
             &apply_params(),
@@ -193,17 +185,31 @@ async fn write_services(
     Ok(())
 }
 
-pub async fn write_routes(client: &Client, canary: &Canary, canary_weight: u32) -> Result<()> {
-    let weights = Weights::with_canary(canary_weight);
-    match canary.provider() {
-        crate::api::Provider::Istio => IstioRouter
-            .apply(client, canary, weights)
-            .await
-            .map_err(Error::Route),
-        other => Err(Error::Route(crate::router::Error::Unsupported(
-            other.as_str(),
-        ))),
+/// The selectors of the primary's and the target's pods.
+pub fn backends(target: &Deployment) -> Backends {
+    Backends {
+        primary: primary_selector(target),
+        canary: target_selector(target),
     }
+}
+
+/// The apex Service and the routes, sending `canary_weight` percent to the canary.
+pub async fn write_routes(
+    client: &Client,
+    canary: &Canary,
+    target: &Deployment,
+    canary_weight: u32,
+) -> Result<()> {
+    let provider = canary.provider();
+    let router = router::for_provider(provider)
+        .ok_or(Error::Route(router::Error::Unsupported(provider.as_str())))?;
+    let objects = router.desired(
+        canary,
+        &backends(target),
+        Weights::with_canary(canary_weight),
+    );
+    router::apply(client, &canary.namespace().unwrap_or_default(), &objects).await?;
+    Ok(())
 }
 
 pub async fn scale_target(client: &Client, canary: &Canary, replicas: i32) -> Result<()> {
@@ -255,10 +261,8 @@ pub enum Step {
     /// Record the decision (only if the status changed).
     Status,
     Primary(PrimaryAction),
-    /// The Services; the apex one only with `apex`.
-    Services {
-        apex: bool,
-    },
+    /// The `-primary` and `-canary` Services.
+    Services,
     /// The route, with this share to the canary.
     Routes(u32),
     ScaleTarget(i32),
@@ -285,9 +289,9 @@ pub fn steps(
     }
     match plan.traffic {
         Traffic::Untouched => {}
-        Traffic::Prepare => steps.push(Step::Services { apex: false }),
+        Traffic::Prepare => steps.push(Step::Services),
         Traffic::Route { canary_weight } => {
-            steps.push(Step::Services { apex: true });
+            steps.push(Step::Services);
             steps.push(Step::Routes(canary_weight));
         }
     }
@@ -312,17 +316,17 @@ pub async fn act(ctx: &Context, canary: &Canary, snapshot: &Snapshot, plan: &Pla
         match (step, target) {
             (Step::Status, _) => write_status(client, canary, &plan.status).await?,
             (Step::Primary(action), _) => write_primary(client, canary, snapshot, action).await?,
-            (Step::Services { apex }, Some(target)) => {
-                write_services(client, canary, target, apex).await?
+            (Step::Services, Some(target)) => write_services(client, canary, target).await?,
+            (Step::Routes(weight), Some(target)) => {
+                write_routes(client, canary, target, weight).await?
             }
-            (Step::Routes(weight), _) => write_routes(client, canary, weight).await?,
             (Step::ScaleTarget(replicas), _) => scale_target(client, canary, replicas).await?,
             (Step::Events, _) => {
                 for event in &plan.events {
                     publish(ctx, canary, event).await;
                 }
             }
-            (Step::Services { .. }, None) => {}
+            (Step::Services | Step::Routes(_), None) => {}
         }
     }
     Ok(())
@@ -423,7 +427,7 @@ mod tests {
             steps,
             vec![
                 Step::Status,
-                Step::Services { apex: true },
+                Step::Services,
                 Step::Routes(0),
                 Step::ScaleTarget(0),
                 Step::Events

@@ -311,21 +311,19 @@ async fn cleanup(canary: &Canary, ctx: &Context) -> Result<Action> {
             "waiting for the target to be ready before giving it the traffic",
         ));
     }
-    // The apex Service now selects the target's pods and is left in place.
-    let services: Api<Service> =
-        Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
-    let selector = crate::workloads::deployment::target_selector(target);
-    let patch =
-        serde_json::json!({"metadata": {"ownerReferences": null}, "spec": {"selector": selector}});
-    services
-        .patch(
-            canary.service_name(),
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .map_err(|e| Error::Write("Service", canary.service_name().to_string(), e))?;
-    act::write_routes(&ctx.client, canary, 100).await?;
+    // The apex Service now selects the target's pods and is left in place; the routes
+    // send everything to the target until they are garbage collected with the Canary.
+    let provider = canary.provider();
+    let router = crate::router::for_provider(provider).ok_or(Error::Route(
+        crate::router::Error::Unsupported(provider.as_str()),
+    ))?;
+    let objects = router.revert(canary, &act::backends(target));
+    crate::router::apply(
+        &ctx.client,
+        &canary.namespace().unwrap_or_default(),
+        &objects,
+    )
+    .await?;
     info!("reverted: the target serves all traffic");
     Ok(Action::await_change())
 }

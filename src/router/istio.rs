@@ -2,23 +2,13 @@
 //! `<svc>-canary`, and a DestinationRule for each, carrying `service.trafficPolicy`.
 //! The objects are written with server-side apply and validated by Istio's real CRD.
 
-use kube::{
-    Api, Client, Resource, ResourceExt,
-    api::{DynamicObject, Patch, PatchParams},
-    core::{ApiResource, GroupVersionKind},
-};
+use kube::{Resource, ResourceExt, api::DynamicObject};
 use serde_json::{Value, json};
 
-use super::{Error, Result, TrafficRouter, Weights};
+use super::{Backends, TrafficRouter, Weights, apex_service};
 use crate::api::Canary;
 
-pub const FIELD_MANAGER: &str = "serin";
-
 pub struct IstioRouter;
-
-fn resource(kind: &str) -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk("networking.istio.io", "v1", kind))
-}
 
 fn owner(canary: &Canary) -> Value {
     json!(
@@ -92,41 +82,21 @@ pub fn destination_rule(canary: &Canary, host: &str) -> Value {
     })
 }
 
-async fn apply(client: &Client, ns: &str, kind: &'static str, object: &Value) -> Result<()> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource(kind));
-    let name = object["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(object),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|source| Error::Apply { kind, name, source })
-}
-
 impl TrafficRouter for IstioRouter {
-    async fn apply(&self, client: &Client, canary: &Canary, weights: Weights) -> Result<()> {
-        let ns = canary.namespace().unwrap_or_default();
-        for host in [canary.primary_service_name(), canary.canary_service_name()] {
-            apply(
-                client,
-                &ns,
-                "DestinationRule",
-                &destination_rule(canary, &host),
-            )
-            .await?;
-        }
-        apply(
-            client,
-            &ns,
-            "VirtualService",
-            &virtual_service(canary, weights),
-        )
-        .await
+    fn desired(&self, canary: &Canary, backends: &Backends, weights: Weights) -> Vec<Value> {
+        vec![
+            apex_service(canary, &backends.primary, true),
+            destination_rule(canary, &canary.primary_service_name()),
+            destination_rule(canary, &canary.canary_service_name()),
+            virtual_service(canary, weights),
+        ]
+    }
+
+    fn revert(&self, canary: &Canary, backends: &Backends) -> Vec<Value> {
+        vec![
+            apex_service(canary, &backends.canary, false),
+            virtual_service(canary, Weights::with_canary(100)),
+        ]
     }
 }
 
@@ -192,11 +162,41 @@ spec:
         );
     }
 
-    #[test]
-    fn weights_always_add_up_to_100() {
-        for w in [0, 10, 50, 100, 150] {
-            let weights = Weights::with_canary(w);
-            assert_eq!(weights.primary + weights.canary, 100);
+    fn backends() -> Backends {
+        Backends {
+            primary: [("app".to_string(), "podinfo-primary".to_string())].into(),
+            canary: [("app".to_string(), "podinfo".to_string())].into(),
         }
+    }
+
+    #[test]
+    fn the_router_owns_the_apex_service_which_selects_the_primary() {
+        let objects = IstioRouter.desired(&canary(), &backends(), Weights::with_canary(10));
+        let kinds: Vec<&str> = objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "Service",
+                "DestinationRule",
+                "DestinationRule",
+                "VirtualService"
+            ]
+        );
+        assert_eq!(objects[0]["metadata"]["name"], "podinfo");
+        assert_eq!(
+            objects[0]["spec"]["selector"],
+            json!({"app": "podinfo-primary"})
+        );
+    }
+
+    #[test]
+    fn reverting_gives_the_apex_service_to_the_target_and_lets_it_outlive_the_canary() {
+        let objects = IstioRouter.revert(&canary(), &backends());
+        assert_eq!(objects[0]["spec"]["selector"], json!({"app": "podinfo"}));
+        assert!(objects[0]["metadata"].get("ownerReferences").is_none());
+        assert_eq!(objects[1]["spec"]["http"][0]["route"][1]["weight"], 100);
     }
 }

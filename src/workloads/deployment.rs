@@ -163,9 +163,15 @@ pub fn readiness(deployment: &Deployment, threshold: u32) -> Readiness {
     Readiness::Ready
 }
 
-/// The Services: `<svc>` and `<svc>-primary` select the primary's pods, `<svc>-canary`
-/// the target's.
-pub fn build_services(canary: &Canary, target: &Deployment) -> Vec<Service> {
+/// A ClusterIP Service `name` for the Canary's port, selecting `selector`, with the
+/// labels and annotations of `meta`; owned by the Canary when `owned`.
+pub fn build_service(
+    canary: &Canary,
+    name: &str,
+    selector: BTreeMap<String, String>,
+    meta: Option<&crate::api::CustomMetadata>,
+    owned: bool,
+) -> Service {
     let svc = &canary.spec.service;
     let port = ServicePort {
         name: Some(svc.port_name.clone().unwrap_or_else(|| "http".to_string())),
@@ -179,42 +185,48 @@ pub fn build_services(canary: &Canary, target: &Deployment) -> Vec<Service> {
         app_protocol: svc.app_protocol.clone(),
         node_port: None,
     };
-    let service = |name: String,
-                   selector: BTreeMap<String, String>,
-                   meta: Option<&crate::api::CustomMetadata>| Service {
+    Service {
         metadata: ObjectMeta {
-            name: Some(name),
+            name: Some(name.to_string()),
             namespace: canary.namespace(),
             labels: meta.map(|m| m.labels.clone()).filter(|l| !l.is_empty()),
             annotations: meta
                 .map(|m| m.annotations.clone())
                 .filter(|a| !a.is_empty()),
-            owner_references: canary.controller_owner_ref(&()).map(|o| vec![o]),
+            owner_references: canary
+                .controller_owner_ref(&())
+                .filter(|_| owned)
+                .map(|o| vec![o]),
             ..Default::default()
         },
         spec: Some(ServiceSpec {
             selector: Some(selector),
-            ports: Some(vec![port.clone()]),
+            ports: Some(vec![port]),
             type_: Some("ClusterIP".to_string()),
             ..Default::default()
         }),
         status: None,
-    };
+    }
+}
+
+/// The `<svc>-primary` and `<svc>-canary` Services, each selecting one version's pods.
+/// The apex `<svc>` that users reach belongs to the traffic router.
+pub fn build_services(canary: &Canary, target: &Deployment) -> Vec<Service> {
+    let svc = &canary.spec.service;
     vec![
-        service(
-            canary.service_name().to_string(),
-            primary_selector(target),
-            svc.apex.as_ref(),
-        ),
-        service(
-            canary.primary_service_name(),
+        build_service(
+            canary,
+            &canary.primary_service_name(),
             primary_selector(target),
             svc.primary.as_ref(),
+            true,
         ),
-        service(
-            canary.canary_service_name(),
+        build_service(
+            canary,
+            &canary.canary_service_name(),
             target_selector(target),
             svc.canary.as_ref(),
+            true,
         ),
     ]
 }

@@ -82,6 +82,10 @@ impl Drop for Rollout {
 
 pub const IMAGE: &str = "ghcr.io/stefanprodan/podinfo";
 
+/// How long what a recorded decision implies (routes, replicas, events) may take to
+/// show: the rest of the reconcile that recorded it.
+const REFLECTED: Duration = Duration::from_secs(10);
+
 impl Rollout {
     /// Starts a controller and a simulator (100 requests a second) for `ns`.
     pub async fn start(client: Client, ns: &str) -> Rollout {
@@ -207,6 +211,43 @@ impl Rollout {
                 .and_then(|r| r["weight"].as_u64())
         };
         Some((weight("podinfo-primary")?, weight("podinfo-canary")?))
+    }
+
+    /// Waits (a few seconds at most) for the VirtualService to route `expected`
+    /// (primary, canary). A decision is recorded in status first and reflected in the
+    /// routes by the same reconcile, so a test that saw the phase change waits for them.
+    pub async fn await_weights(&self, expected: (u64, u64), why: &str) {
+        eventually(why, REFLECTED, || async {
+            match self.vs_weights().await {
+                Some(w) if w == expected => Ok(()),
+                other => Err(format!("routes {other:?}, expected {expected:?}")),
+            }
+        })
+        .await;
+    }
+
+    /// Waits (a few seconds at most) for Deployment `name` to ask for `replicas`.
+    pub async fn await_replicas(&self, name: &str, replicas: i32, why: &str) {
+        eventually(why, REFLECTED, || async {
+            match Rollout::replicas(&self.deployment(name).await) {
+                n if n == replicas => Ok(()),
+                n => Err(format!("{name} has {n} replicas, expected {replicas}")),
+            }
+        })
+        .await;
+    }
+
+    /// Waits (a few seconds at most) for an event with `reason` on the Canary.
+    pub async fn await_event(&self, reason: &str) -> Vec<(String, String, String)> {
+        eventually(&format!("a {reason} event"), REFLECTED, || async {
+            let events = self.events().await;
+            if events.iter().any(|(_, r, _)| r == reason) {
+                Ok(events)
+            } else {
+                Err(format!("events so far: {events:?}"))
+            }
+        })
+        .await
     }
 
     /// Waits for the Canary to reach `phase`, and reports the controller's log if not.

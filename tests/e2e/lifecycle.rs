@@ -91,7 +91,9 @@ async fn deleting_a_canary_with_revert_on_deletion_gives_the_traffic_back_to_the
         spec["spec"]["revertOnDeletion"] = json!(true);
         rollout.apply("kustomize-controller", &spec).await;
         rollout.await_phase(CanaryPhase::Initialized, SETTLE).await;
-        assert_eq!(Rollout::replicas(&rollout.deployment("podinfo").await), 0);
+        rollout
+            .await_replicas("podinfo", 0, "the target is scaled to 0")
+            .await;
 
         let canaries: Api<Canary> = Api::namespaced(client.clone(), &ns);
         canaries
