@@ -468,3 +468,224 @@ impl Prometheus {
         }
     }
 }
+
+/// One sample of the traffic simulator's own `/metrics`: its labels and value.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, name: &str) -> &str {
+        self.labels
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+}
+
+/// The samples of `metric` in a Prometheus text exposition (label values without commas
+/// or escaped quotes, as the simulator writes them).
+pub fn parse_samples(text: &str, metric: &str) -> Vec<Sample> {
+    let prefix = format!("{metric}{{");
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (labels, value) = rest.split_once("} ")?;
+            let labels = labels
+                .split(',')
+                .filter_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    Some((k.to_string(), v.trim_matches('"').to_string()))
+                })
+                .collect();
+            Some(Sample {
+                labels,
+                value: value.trim().parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// What the traffic simulator and the pods show, read directly rather than through
+/// Prometheus: the simulator's counters are exact and current, and a test can act on a
+/// pod as a kubelet would.
+impl Rollout {
+    /// The simulator's `/metrics` URL, from the file it registers in the Prometheus
+    /// targets directory (labelled with the namespace it simulates).
+    pub async fn sim_metrics_url(&self) -> String {
+        eventually(
+            "the traffic simulator to register its /metrics endpoint",
+            Duration::from_secs(30),
+            || async {
+                let dir = std::fs::read_dir(&self.env.prometheus_targets)
+                    .map_err(|e| format!("reading the targets directory: {e}"))?;
+                for entry in dir.flatten() {
+                    if !entry
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("trafficsim")
+                    {
+                        continue;
+                    }
+                    let Ok(text) = std::fs::read_to_string(entry.path()) else {
+                        continue;
+                    };
+                    let Ok(targets) = serde_json::from_str::<Value>(&text) else {
+                        continue;
+                    };
+                    if targets[0]["labels"]["namespace_scope"] == self.ns.as_str()
+                        && let Some(address) = targets[0]["targets"][0].as_str()
+                    {
+                        return Ok(format!("http://{address}/metrics"));
+                    }
+                }
+                Err(format!("no trafficsim target for {} yet", self.ns))
+            },
+        )
+        .await
+    }
+
+    /// The samples of `metric` the simulator exports now.
+    pub async fn sim_samples(&self, metric: &str) -> Vec<Sample> {
+        let url = self.sim_metrics_url().await;
+        let text = reqwest::get(&url)
+            .await
+            .and_then(|r| r.error_for_status())
+            .unwrap_or_else(|e| panic!("reading the simulator's {url}: {e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("reading the simulator's {url}: {e}"));
+        parse_samples(&text, metric)
+    }
+
+    /// Requests the simulator routed to a backend with no ready pods, keyed
+    /// `service -> workload` (only backends that ever got such a request appear).
+    pub async fn unready_requests(&self) -> std::collections::BTreeMap<String, u64> {
+        self.sim_samples("serin_sim_unready_requests_total")
+            .await
+            .into_iter()
+            .map(|s| {
+                (
+                    format!("{} -> {}", s.label("service"), s.label("workload")),
+                    s.value as u64,
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// The invariant every scenario ends with: no request was routed to a backend
+    /// without a ready pod (a real mesh would have answered each with a 503).
+    pub async fn assert_no_request_reached_an_unready_backend(&self) {
+        let unready = self.unready_requests().await;
+        assert!(
+            unready.is_empty(),
+            "requests were routed to a backend with no ready pods: {unready:?}; controller log:\n{}",
+            self.controller_log()
+        );
+    }
+
+    /// Returns just after the simulator's next round of requests. The simulator reads the
+    /// routes and the Deployments once a second; a change made right after a round gives
+    /// the controller most of a second to react before the next round looks.
+    pub async fn after_sim_round(&self) {
+        let sent = |samples: Vec<Sample>| samples.iter().map(|s| s.value).sum::<f64>();
+        let before = sent(self.sim_samples("istio_requests_total").await);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sent(self.sim_samples("istio_requests_total").await) == before {
+            assert!(
+                Instant::now() < deadline,
+                "the simulator sent no request for 5s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The pods matching `selector` that are not being deleted.
+    pub async fn pods(&self, selector: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+        let api: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        api.list(&ListParams::default().labels(selector))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect()
+    }
+
+    /// Sets the Ready condition of every pod matching `selector`, through the pods/status
+    /// subresource, as the kubelet does when a readiness probe starts failing or passes
+    /// again. kwok sets a pod's status once, when the pod has no IP yet (its `pod-ready`
+    /// stage selects pods without `.status.podIP`), and leaves it alone afterwards, so
+    /// the condition written here stays until the next call.
+    pub async fn set_pods_ready(&self, selector: &str, ready: bool) -> usize {
+        let api: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        let pods = self.pods(selector).await;
+        let status = if ready { "True" } else { "False" };
+        let reason = if ready { "" } else { "ReadinessProbeFailed" };
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+        for pod in &pods {
+            let containers: Vec<Value> = pod
+                .spec
+                .iter()
+                .flat_map(|s| &s.containers)
+                .map(|c| json!({"name": c.name, "ready": ready}))
+                .collect();
+            let patch = json!({"status": {
+                "conditions": [
+                    {"type": "Ready", "status": status, "reason": reason, "lastTransitionTime": now},
+                    {"type": "ContainersReady", "status": status, "reason": reason, "lastTransitionTime": now}
+                ],
+                "containerStatuses": containers
+            }});
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+                .unwrap_or_else(|e| panic!("setting Ready={status} on pod {name}: {e}"));
+        }
+        pods.len()
+    }
+
+    /// Removes the scheduling gates of the pods matching `selector` once `count` of them
+    /// exist, so that the scheduler places them and kwok makes them Ready.
+    pub async fn open_scheduling_gates(&self, selector: &str, count: usize) {
+        let api: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        let pods = eventually(
+            &format!("{count} pods {selector}"),
+            Duration::from_secs(60),
+            || async {
+                let pods = self.pods(selector).await;
+                if pods.len() >= count {
+                    Ok(pods)
+                } else {
+                    Err(format!("{} pods", pods.len()))
+                }
+            },
+        )
+        .await;
+        for pod in pods {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            api.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"schedulingGates": null}})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("opening the scheduling gates of pod {name}: {e}"));
+        }
+    }
+
+    /// The ready replicas of a Deployment as its status reports them.
+    pub async fn ready_replicas(&self, name: &str) -> i32 {
+        self.deployment(name)
+            .await
+            .status
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
+    }
+}

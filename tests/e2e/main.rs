@@ -6,5 +6,6 @@ mod fixture;
 mod harness;
 mod lifecycle;
 mod rollout;
+mod safety;
 mod smoke;
 mod statistics;
