@@ -34,6 +34,9 @@ const ISTIO_BUCKETS: &[f64] = &[
 /// Spread of the log-normal latency: p99 is about 2.5 times the median.
 const LATENCY_SIGMA: f64 = 0.4;
 
+/// The `workload` label of requests routed to a Service that selects no Deployment.
+pub const NO_WORKLOAD: &str = "<none>";
+
 /// How a workload answers, read from its pod template annotations.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Behaviour {
@@ -351,16 +354,31 @@ pub async fn destinations(
                             selector.iter().all(|(k, v)| labels.get(k) == Some(v))
                         })
             });
+            let service_host = if host.contains('.') {
+                host.clone()
+            } else {
+                format!("{host}.{ns}.svc.cluster.local")
+            };
             let Some(deployment) = deployment else {
+                // A route to a Service that does not exist or selects no workload: the
+                // requests it gets reach no pod, which is what the unready counter is for.
+                dests.push(Destination {
+                    namespace: ns.clone(),
+                    service_host,
+                    service_name: svc_name,
+                    workload: NO_WORKLOAD.to_string(),
+                    weight,
+                    ready_replicas: 0,
+                    behaviour: Behaviour {
+                        error_rate: 1.0,
+                        median_latency_ms: 0.0,
+                    },
+                });
                 continue;
             };
             dests.push(Destination {
                 namespace: ns.clone(),
-                service_host: if host.contains('.') {
-                    host.clone()
-                } else {
-                    format!("{host}.{ns}.svc.cluster.local")
-                },
+                service_host,
                 service_name: svc_name,
                 workload: deployment.name_any(),
                 weight,

@@ -43,6 +43,7 @@ async fn a_metric_template_with_variables_rolls_back_a_bad_release() {
         let canary = rollout.await_phase(CanaryPhase::Failed, SETTLE).await;
         let message = canary.status.unwrap().message.unwrap_or_default();
         assert!(message.contains("error-rate") && message.contains("above the maximum 1"), "{message}");
+        rollout.assert_no_request_reached_an_unready_backend().await;
     })
     .await;
 }
@@ -76,6 +77,7 @@ async fn the_primary_gets_a_copy_of_the_targets_autoscaler() {
         let spec = primary.spec.unwrap();
         assert_eq!(spec.scale_target_ref.name, "podinfo-primary");
         assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 4));
+        rollout.assert_no_request_reached_an_unready_backend().await;
     })
     .await;
 }
@@ -145,6 +147,7 @@ async fn deleting_a_canary_with_revert_on_deletion_gives_the_traffic_back_to_the
             }
         })
         .await;
+        rollout.assert_no_request_reached_an_unready_backend().await;
     })
     .await;
 }

@@ -61,6 +61,7 @@ async fn a_new_canary_initializes_the_primary_services_and_routes() {
             .unwrap();
         assert_eq!(ready.status, "True", "Ready is True: {ready:?}");
         println!("initialization took {:?}", rollout.elapsed());
+        rollout.assert_no_request_reached_an_unready_backend().await;
     })
     .await;
 }
@@ -107,6 +108,7 @@ async fn an_image_change_applied_by_flux_is_promoted_step_by_step() {
             .await;
         rollout.await_event("Succeeded").await;
         println!("promotion scenario took {:?}", rollout.elapsed());
+        rollout.assert_no_request_reached_an_unready_backend().await;
     })
     .await;
 }
@@ -163,6 +165,7 @@ async fn rolled_back(
         warning.2
     );
     println!("rollback on {metric} took {:?}", rollout.elapsed());
+    rollout.assert_no_request_reached_an_unready_backend().await;
 }
 
 #[tokio::test]
@@ -241,6 +244,7 @@ async fn a_second_image_change_during_analysis_restarts_it_from_weight_zero() {
             "a Restarted event: {events:?}"
         );
         println!("restart scenario took {:?}", rollout.elapsed());
+        rollout.assert_no_request_reached_an_unready_backend().await;
     })
     .await;
 }
@@ -275,6 +279,7 @@ async fn a_change_to_a_mounted_config_map_is_released_as_a_canary() {
         rollout.await_phase(CanaryPhase::Succeeded, SETTLE).await;
         assert_eq!(greeting(configs.get("podinfo-config-primary").await.unwrap()).as_deref(), Some("hola"));
         println!("config scenario took {:?}", rollout.elapsed());
+        rollout.assert_no_request_reached_an_unready_backend().await;
     })
     .await;
 }
@@ -323,6 +328,7 @@ async fn with_prometheus_unreachable_the_checks_fail_and_nothing_is_promoted() {
             "unreachable-Prometheus scenario took {:?}",
             rollout.elapsed()
         );
+        rollout.assert_no_request_reached_an_unready_backend().await;
     })
     .await;
 }
@@ -360,6 +366,7 @@ async fn a_controller_killed_mid_analysis_resumes_and_promotes() {
             format!("{IMAGE}:6.0.1")
         );
         println!("kill-and-resume scenario took {:?}", rollout.elapsed());
+        rollout.assert_no_request_reached_an_unready_backend().await;
     })
     .await;
 }

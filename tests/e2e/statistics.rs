@@ -60,6 +60,7 @@ async fn an_error_rate_that_doubles_under_a_99_percent_threshold_is_rolled_back_
         assert!(success > 99.0, "the canary stayed above Flagger's threshold: {success}");
         assert_eq!(Rollout::image(&rollout.deployment("podinfo-primary").await), format!("{IMAGE}:6.0.0"), "not promoted");
         println!("statistical rollback scenario took {:?}", rollout.elapsed());
+        rollout.assert_no_request_reached_an_unready_backend().await;
     })
     .await;
 }
