@@ -146,12 +146,13 @@ fn assert_fits_crd(name: &str, kind: &str) {
     );
 }
 
-const CANARIES: [&str; 5] = [
+const CANARIES: [&str; 6] = [
     "istio-canary.yaml",
     "linkerd-gatewayapi-canary.yaml",
     "gatewayapi-canary.yaml",
     "blue-green-canary.yaml",
     "ab-testing-canary.yaml",
+    "every-field-canary.yaml",
 ];
 
 #[test]
@@ -174,8 +175,8 @@ fn flagger_canaries_fit_the_generated_schema() {
 fn the_schema_check_catches_unknown_fields_and_bad_values() {
     let mut value = fixture("istio-canary.yaml");
     value["spec"]["analysis"]["stepWeight"] = serde_json::json!(0);
-    value["spec"]["provider"] = serde_json::json!("nginx");
-    value["spec"]["service"]["meshName"] = serde_json::json!("global");
+    value["spec"]["provider"] = serde_json::json!("linkerd2");
+    value["spec"]["service"]["portname"] = serde_json::json!("http");
     let mut problems = Vec::new();
     schema_problems(&value, &schema_of("Canary"), "", &mut problems);
     let all = problems.join("\n");
@@ -184,11 +185,11 @@ fn the_schema_check_catches_unknown_fields_and_bad_values() {
         "{all}"
     );
     assert!(
-        all.contains(".spec.provider: \"nginx\" not one of"),
+        all.contains(".spec.provider: \"linkerd2\" not one of"),
         "{all}"
     );
     assert!(
-        all.contains(".spec.service.meshName: not in the schema"),
+        all.contains(".spec.service.portname: not in the schema"),
         "{all}"
     );
 }
@@ -270,4 +271,22 @@ fn flagger_metric_template_and_alert_provider_round_trip() {
         provider.spec.secret_ref.as_ref().unwrap().name,
         "on-call-url"
     );
+}
+
+#[test]
+fn every_field_of_flaggers_canary_is_accepted_and_kept() {
+    let canary = round_trip::<Canary>("every-field-canary.yaml");
+    assert_eq!(canary.spec.provider, Some(Provider::Nginx));
+    assert_eq!(canary.provider().as_str(), "nginx");
+    let service = &canary.spec.service;
+    assert!(service.headless);
+    assert_eq!(service.traffic_distribution.as_deref(), Some("PreferClose"));
+    assert_eq!(service.backend_timeout.as_deref(), Some("10s"));
+    let affinity = canary.spec.analysis.session_affinity.as_ref().unwrap();
+    assert_eq!(
+        affinity.primary_cookie_name.as_deref(),
+        Some("primary-flagger-cookie")
+    );
+    assert!(canary.spec.analysis.webhooks[0].disable_tls);
+    assert_eq!(canary.spec.upstream_ref.as_ref().unwrap().kind, "Upstream");
 }

@@ -20,8 +20,8 @@ pub use canary::{
     AlertSeverity, Approvals, AutoscalerRef, Canary, CanaryAlert, CanaryAnalysis, CanaryMetric,
     CanaryPhase, CanaryService, CanarySpec, CanaryStatus, CanaryWebhook, ConformanceTest,
     CustomMetadata, Direction, Judge, MetricComparison, NoDataPolicy, ParentReference, Provider,
-    ProviderRef, ScalerReplicas, Sequential, SessionAffinity, TargetRef, TemplateRef,
-    ThresholdRange, WebhookType,
+    ProviderObjectRef, ProviderRef, ScalerReplicas, Sequential, SessionAffinity, TargetRef,
+    TemplateRef, ThresholdRange, UnmanagedMetadata, WebhookType,
 };
 pub use duration::DurationError;
 pub use metric_template::{
@@ -144,19 +144,39 @@ mod tests {
     }
 
     #[test]
-    fn provider_is_an_enum_of_the_supported_meshes() {
+    fn provider_is_an_enum_of_the_supported_meshes_and_flaggers_other_providers() {
         let canary = schema("Canary");
-        assert_eq!(
-            at(&canary, "spec.provider")["enum"],
-            json!([
-                "istio",
-                "linkerd",
-                "gatewayapi",
-                "gatewayapi:v1",
-                "gatewayapi:v1beta1",
-                "kubernetes"
-            ])
-        );
+        let mut providers: Vec<&str> = at(&canary, "spec.provider")["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        providers.sort_unstable();
+        let mut expected = vec![
+            "istio",
+            "linkerd",
+            "gatewayapi",
+            "gatewayapi:v1",
+            "gatewayapi:v1beta1",
+            "kubernetes",
+            "apisix",
+            "appmesh",
+            "appmesh:v1beta2",
+            "contour",
+            "gloo",
+            "knative",
+            "kuma",
+            "nginx",
+            "osm",
+            "skipper",
+            "smi:v1alpha1",
+            "smi:v1alpha2",
+            "smi:v1alpha3",
+            "traefik",
+        ];
+        expected.sort_unstable();
+        assert_eq!(providers, expected);
         assert_eq!(
             at(&canary, "spec.targetRef.kind")["enum"],
             json!(["Deployment"])

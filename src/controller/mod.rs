@@ -220,7 +220,7 @@ async fn reject(canary: &Canary, ctx: &Context, why: String) -> Result<Action> {
 }
 
 async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
-    if canary.provider() != crate::api::Provider::Istio {
+    if crate::router::for_provider(canary.provider()).is_none() {
         let provider = canary.provider().as_str();
         return reject(
             canary,

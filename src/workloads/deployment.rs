@@ -203,6 +203,7 @@ pub fn build_service(
             selector: Some(selector),
             ports: Some(vec![port]),
             type_: Some("ClusterIP".to_string()),
+            traffic_distribution: svc.traffic_distribution.clone(),
             ..Default::default()
         }),
         status: None,
@@ -213,7 +214,15 @@ pub fn build_service(
 /// The apex `<svc>` that users reach belongs to the traffic router.
 pub fn build_services(canary: &Canary, target: &Deployment) -> Vec<Service> {
     let svc = &canary.spec.service;
-    vec![
+    let headless = |mut service: Service| {
+        if svc.headless
+            && let Some(spec) = service.spec.as_mut()
+        {
+            spec.cluster_ip = Some("None".to_string());
+        }
+        service
+    };
+    [
         build_service(
             canary,
             &canary.primary_service_name(),
@@ -229,6 +238,9 @@ pub fn build_services(canary: &Canary, target: &Deployment) -> Vec<Service> {
             true,
         ),
     ]
+    .into_iter()
+    .map(headless)
+    .collect()
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@ use kube::{
 };
 use serde_json::Value;
 
-use crate::fixture::canary_spec;
-use crate::harness::with_namespace;
+use serin::api::Canary;
+
+use crate::fixture::{Rollout, canary_spec};
+use crate::harness::{eventually, with_namespace};
 
 async fn rejection(client: kube::Client, ns: &str, canary: Value) -> String {
     let gvk = GroupVersionKind::gvk("serin.dev", "v1alpha1", "Canary");
@@ -48,14 +50,87 @@ async fn canaries_with_invalid_specs_are_rejected_with_a_readable_message() {
         assert!(message.contains("less than or equal to 100"), "{message}");
 
         let mut unknown = canary_spec(1);
-        unknown["spec"]["provider"] = "nginx".into();
+        unknown["spec"]["provider"] = "linkerd2".into();
         let message = rejection(client.clone(), &ns, unknown).await;
-        println!("provider nginx: {message}");
+        println!("provider linkerd2: {message}");
         assert!(message.contains("spec.provider"), "{message}");
         assert!(
-            message.contains(r#"Unsupported value: "nginx""#) && message.contains(r#""istio""#),
+            message.contains(r#"Unsupported value: "linkerd2""#) && message.contains(r#""istio""#),
             "{message}"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_flagger_canary_using_every_field_applies_unchanged_and_an_unrouted_provider_is_reported()
+{
+    with_namespace("e2e-everyfield", |client, ns| async move {
+        let rollout = Rollout::start(client.clone(), &ns).await;
+        rollout
+            .apply_app("kustomize-controller", "6.0.0", 0.001, 40.0)
+            .await;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/flagger/every-field-canary.yaml"
+        );
+        let mut canary: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        canary["metadata"]["namespace"] = ns.clone().into();
+        let gvk = GroupVersionKind::gvk("serin.dev", "v1alpha1", "Canary");
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &ns,
+            &ApiResource::from_gvk_with_plural(&gvk, "canaries"),
+        );
+        // Strict field validation, as `kubectl apply` and Flux use: an unknown field would
+        // be refused with "strict decoding error: unknown field".
+        let mut params = PatchParams::apply("kustomize-controller");
+        params.field_validation = Some(kube::api::ValidationDirective::Strict);
+        api.patch("podinfo", &params, &Patch::Apply(&canary))
+            .await
+            .expect("the API server accepts every field of Flagger's Canary");
+        let stored = api.get("podinfo").await.unwrap();
+        assert_eq!(
+            stored.data["spec"]["analysis"]["sessionAffinity"]["sameSite"], "Lax",
+            "the fields are stored, not pruned"
+        );
+        assert_eq!(stored.data["spec"]["service"]["headless"], true);
+
+        let canaries: Api<Canary> = Api::namespaced(client, &ns);
+        let message = eventually(
+            "the unsupported provider reported",
+            std::time::Duration::from_secs(30),
+            || async {
+                let c = canaries.get("podinfo").await.map_err(|e| e.to_string())?;
+                let status = c.status.unwrap_or_default();
+                let ready = status
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Ready")
+                    .cloned();
+                match (status.message, ready) {
+                    (Some(m), Some(r)) if r.reason == "InvalidSpec" && r.status == "False" => Ok(m),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+        assert!(
+            message.contains("provider nginx is not supported"),
+            "{message}"
+        );
+        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+            Api::namespaced(rollout.client.clone(), &ns);
+        assert!(
+            deployments
+                .get_opt("podinfo-primary")
+                .await
+                .unwrap()
+                .is_none(),
+            "nothing was created"
+        );
+        rollout.assert_no_request_reached_an_unready_backend().await;
     })
     .await;
 }

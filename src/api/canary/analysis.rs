@@ -146,10 +146,33 @@ pub struct CanaryAnalysis {
 pub struct SessionAffinity {
     /// Name of the cookie that pins a user to the canary.
     pub cookie_name: String,
+    /// Name of the cookie that pins a user to the primary for the rest of a step
+    /// (optional; unset means no primary stickiness).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_cookie_name: Option<String>,
     /// Lifetime of the cookie in seconds (default 86400, one day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_age: Option<i32>,
+    /// Host the cookie is sent to (cookie `Domain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Path the request must have for the cookie to be sent (cookie `Path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Forbid scripts from reading the cookie (cookie `HttpOnly`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub http_only: bool,
+    /// Send the cookie only over https (cookie `Secure`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub secure: bool,
+    /// Store the cookie in partitioned storage (cookie `Partitioned`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub partitioned: bool,
+    /// Whether the cookie is sent with cross-site requests (cookie `SameSite`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Strict", "Lax", "None"]))]
+    pub same_site: Option<String>,
 }
 
 /// One metric check of the analysis.
@@ -378,6 +401,10 @@ pub struct CanaryWebhook {
     /// Send no alert when this webhook fails.
     #[serde(default, skip_serializing_if = "is_false")]
     pub mute_alert: bool,
+
+    /// Do not verify the webhook's TLS certificate.
+    #[serde(default, rename = "disableTLS", skip_serializing_if = "is_false")]
+    pub disable_tls: bool,
 
     /// Number of retries of a failed call.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -26,7 +26,7 @@ pub use analysis::{
     Direction, Judge, MetricComparison, NoDataPolicy, ProviderRef, Sequential, SessionAffinity,
     TemplateRef, ThresholdRange, WebhookType,
 };
-pub use service::{CanaryService, CustomMetadata, ParentReference};
+pub use service::{CanaryService, CustomMetadata, ParentReference, UnmanagedMetadata};
 pub use status::{CanaryPhase, CanaryStatus};
 
 /// Flagger's default analysis interval.
@@ -90,7 +90,9 @@ pub mod condition_types {
 #[serde(rename_all = "camelCase")]
 pub struct CanarySpec {
     /// Traffic provider for this canary: istio, linkerd, gatewayapi, gatewayapi:v1 or kubernetes
-    /// (default istio, or the controller's --provider flag).
+    /// (default istio). Flagger's other providers
+    /// (nginx, apisix, gloo, contour, appmesh, ...) are accepted so that its manifests
+    /// apply, and reported in the status as not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<Provider>,
 
@@ -135,6 +137,20 @@ pub struct CanarySpec {
     /// the Canary naming the revision it approves, e.g. serin.dev/approve-promotion: <revision>.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approvals: Option<Approvals>,
+
+    /// Flagger's Ingress reference for the nginx provider. Accepted so that Flagger
+    /// manifests apply; serin does not route through an Ingress, and a Canary with such a
+    /// provider is reported as unsupported in its status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_ref: Option<ProviderObjectRef>,
+
+    /// Flagger's ApisixRoute reference for the apisix provider (accepted, not routed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_ref: Option<ProviderObjectRef>,
+
+    /// Flagger's Gloo Upstream reference for the gloo provider (accepted, not routed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_ref: Option<ProviderObjectRef>,
 }
 
 /// The traffic provider, i.e. which routing objects serin writes.
@@ -161,6 +177,37 @@ pub enum Provider {
     /// No mesh: blue/green by switching the Service selector.
     #[serde(rename = "kubernetes")]
     Kubernetes,
+    // Providers of Flagger that serin does not route. They are accepted so that a
+    // Flagger manifest applies unchanged; the controller reports them as unsupported in
+    // the status and an event, and changes nothing.
+    #[serde(rename = "apisix")]
+    Apisix,
+    #[serde(rename = "appmesh")]
+    AppMesh,
+    #[serde(rename = "appmesh:v1beta2")]
+    AppMeshV1beta2,
+    #[serde(rename = "contour")]
+    Contour,
+    #[serde(rename = "gloo")]
+    Gloo,
+    #[serde(rename = "knative")]
+    Knative,
+    #[serde(rename = "kuma")]
+    Kuma,
+    #[serde(rename = "nginx")]
+    Nginx,
+    #[serde(rename = "osm")]
+    Osm,
+    #[serde(rename = "skipper")]
+    Skipper,
+    #[serde(rename = "smi:v1alpha1")]
+    SmiV1alpha1,
+    #[serde(rename = "smi:v1alpha2")]
+    SmiV1alpha2,
+    #[serde(rename = "smi:v1alpha3")]
+    SmiV1alpha3,
+    #[serde(rename = "traefik")]
+    Traefik,
 }
 
 impl Provider {
@@ -173,6 +220,20 @@ impl Provider {
             Provider::GatewayApiV1 => "gatewayapi:v1",
             Provider::GatewayApiV1beta1 => "gatewayapi:v1beta1",
             Provider::Kubernetes => "kubernetes",
+            Provider::Apisix => "apisix",
+            Provider::AppMesh => "appmesh",
+            Provider::AppMeshV1beta2 => "appmesh:v1beta2",
+            Provider::Contour => "contour",
+            Provider::Gloo => "gloo",
+            Provider::Knative => "knative",
+            Provider::Kuma => "kuma",
+            Provider::Nginx => "nginx",
+            Provider::Osm => "osm",
+            Provider::Skipper => "skipper",
+            Provider::SmiV1alpha1 => "smi:v1alpha1",
+            Provider::SmiV1alpha2 => "smi:v1alpha2",
+            Provider::SmiV1alpha3 => "smi:v1alpha3",
+            Provider::Traefik => "traefik",
         }
     }
 
@@ -186,6 +247,22 @@ impl Provider {
                 | Provider::GatewayApiV1beta1
         )
     }
+}
+
+/// Reference to an object of a provider serin does not route (Ingress, ApisixRoute,
+/// Gloo Upstream), kept as written.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderObjectRef {
+    /// API version of the referenced object.
+    pub api_version: String,
+    /// Kind of the referenced object.
+    pub kind: String,
+    /// Name of the referenced object.
+    pub name: String,
+    /// Namespace of the referenced object (default: the Canary's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// Reference to the workload rolled out by the canary.

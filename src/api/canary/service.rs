@@ -90,6 +90,44 @@ pub struct CanaryService {
     #[schemars(schema_with = "schema::free_form_object")]
     pub rewrite: Option<serde_json::Value>,
 
+    /// Timeout of the requests from the route to the backends (Gateway API
+    /// `timeouts.backendRequest`), e.g. 10s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::duration")]
+    pub backend_timeout: Option<String>,
+
+    /// Gateway API request mirrors (HTTPRequestMirrorFilter) of the generated route,
+    /// passed through unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::free_form_object_list")]
+    pub mirror: Vec<serde_json::Value>,
+
+    /// Make the `-primary` and `-canary` Services headless (`clusterIP: None`). Set it
+    /// when the Canary is created: the API server does not let a Service change between
+    /// headless and not.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub headless: bool,
+
+    /// Traffic distribution of the generated Services (Service `trafficDistribution`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["PreferClose", "PreferSameZone", "PreferSameNode"]))]
+    pub traffic_distribution: Option<String>,
+
+    /// Labels and annotations of the generated objects that other controllers manage.
+    /// Accepted for Flagger compatibility: serin writes with server-side apply, which
+    /// never removes a label or annotation serin did not set, so these keys are left
+    /// alone whether listed or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmanaged_metadata: Option<UnmanagedMetadata>,
+
+    /// App Mesh mesh name (Flagger's appmesh provider; accepted, not used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_name: Option<String>,
+
+    /// App Mesh backends (Flagger's appmesh provider; accepted, not used).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<String>,
+
     /// Labels and annotations added to the apex Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apex: Option<CustomMetadata>,
@@ -125,6 +163,18 @@ pub struct ParentReference {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
+}
+
+/// Metadata keys of generated objects that other controllers manage.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnmanagedMetadata {
+    /// Annotation keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub annotations: Vec<String>,
+    /// Label keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// Labels and annotations to set on a generated object.
