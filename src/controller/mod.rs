@@ -2,6 +2,7 @@
 //! targets use, and reconciles each Canary by observe → plan → act.
 
 pub mod act;
+pub mod leader;
 pub mod observe;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};

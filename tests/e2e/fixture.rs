@@ -94,6 +94,13 @@ impl Rollout {
 
     /// Starts a controller and a simulator sending `rps` requests a second.
     pub async fn start_with_rps(client: Client, ns: &str, rps: u32) -> Rollout {
+        let mut rollout = Rollout::start_without_controller(client, ns, rps);
+        rollout.start_controller();
+        rollout
+    }
+
+    /// Starts only the simulator; the test starts the controllers it needs.
+    pub fn start_without_controller(client: Client, ns: &str, rps: u32) -> Rollout {
         let env = Env::get();
         let rps = rps.to_string();
         let sim = spawn(
@@ -109,33 +116,42 @@ impl Rollout {
                 env.prometheus_targets.to_str().unwrap(),
             ],
         );
-        let mut rollout = Rollout {
+        Rollout {
             client,
             ns: ns.to_string(),
             env,
             serin: None,
             _sim: sim,
             started: Instant::now(),
-        };
-        rollout.start_controller();
-        rollout
+        }
     }
 
     pub fn start_controller(&mut self) {
-        self.serin = Some(spawn(
-            "serin",
+        let identity = format!("serin-{}", self.ns);
+        self.serin = Some(self.spawn_controller(&identity, &[]));
+    }
+
+    /// Starts a controller process for this namespace (one replica), with `extra`
+    /// arguments; its log is `serin-<identity>.log`.
+    pub fn spawn_controller(&self, identity: &str, extra: &[&str]) -> Process {
+        let mut args = vec![
+            "run",
+            "--namespace",
             &self.ns,
-            env!("CARGO_BIN_EXE_serin"),
-            &[
-                "run",
-                "--namespace",
-                &self.ns,
-                "--metrics-server",
-                &self.env.prometheus_url,
-                "--listen",
-                "127.0.0.1:0",
-            ],
-        ));
+            "--metrics-server",
+            &self.env.prometheus_url,
+            "--listen",
+            "127.0.0.1:0",
+            "--leader-elect-identity",
+            identity,
+        ];
+        args.extend_from_slice(extra);
+        let name = if identity == format!("serin-{}", self.ns) {
+            "serin".to_string()
+        } else {
+            format!("serin-{identity}")
+        };
+        spawn(&name, &self.ns, env!("CARGO_BIN_EXE_serin"), &args)
     }
 
     /// SIGKILL, as the OOM killer or a node failure would.

@@ -6,6 +6,7 @@ mod decisions;
 mod fixture;
 mod harness;
 mod lifecycle;
+mod operate;
 mod rollout;
 mod safety;
 mod smoke;
