@@ -90,8 +90,12 @@ pub fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        // Some errors (kube's finalizer error) also print their cause themselves.
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
@@ -443,8 +447,14 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readin
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile error");
+            match result {
+                // A watch that fails (a missing permission, an unreachable API server)
+                // stops every Canary from being seen: say so.
+                Err(kube::runtime::controller::Error::QueueError(e)) => {
+                    warn!(error = %chain(&e), "watching failed")
+                }
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+                Ok(_) => {}
             }
         })
         .await;

@@ -213,6 +213,15 @@ impl Rollout {
             .unwrap()
     }
 
+    /// Applies podinfo `tag` (healthy) mounting the ConfigMap `config`.
+    pub async fn apply_app_with_config(&self, tag: &str, config: &str) {
+        self.apply(
+            "kustomize-controller",
+            &podinfo(tag, 0.001, 40.0, Some(config)),
+        )
+        .await;
+    }
+
     /// The canary weight of the live VirtualService `podinfo`.
     pub async fn vs_weights(&self) -> Option<(u64, u64)> {
         let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService");

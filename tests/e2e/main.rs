@@ -5,6 +5,7 @@ mod admission;
 mod decisions;
 mod fixture;
 mod harness;
+mod install;
 mod lifecycle;
 mod operate;
 mod rollout;
