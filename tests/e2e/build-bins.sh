@@ -34,8 +34,8 @@ mkdir -p "$work"
 # The checksum database is not reachable from every machine; the versions are pinned
 # above, and the module proxy serves them, so checksum lookups are turned off for these
 # builds only.
+# Modules come from wherever this machine's Go is configured to fetch them (GOPROXY).
 export GOSUMDB=off GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
-export GOPROXY=${GOPROXY:-https://proxy.golang.org}
 
 build_started=$(date +%s)
 
@@ -45,7 +45,12 @@ mkdir -p "$k8s_mod"
 if [ ! -f "$k8s_mod/go.mod" ]; then
   log "resolving k8s.io/kubernetes v$K8S_VERSION staging modules"
   staging_version="v0.${K8S_VERSION#1.}"
-  upstream_mod=$(curl -fsSL "$GOPROXY/k8s.io/kubernetes/@v/v$K8S_VERSION.mod")
+  # Ask go for the module's go.mod (it lands in the module cache, which the build below
+  # needs anyway).
+  mod_file=$(cd "$work" && go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" |
+    sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')
+  [ -n "$mod_file" ] || { log "go mod download k8s.io/kubernetes@v$K8S_VERSION failed"; exit 1; }
+  upstream_mod=$(cat "$mod_file")
   {
     echo "module serin.dev/e2e-k8s-bins"
     echo
