@@ -167,3 +167,53 @@ async fn sigterm_releases_the_lease_so_the_standby_takes_over_at_once() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sigterm_mid_step_leaves_consistent_routes_and_a_restart_finishes_the_release() {
+    with_namespace("e2e-sigterm", |client, ns| async move {
+        let mut rollout = Rollout::start(client, &ns).await;
+        rollout
+            .apply_app("kustomize-controller", "6.0.0", 0.001, 40.0)
+            .await;
+        let mut spec = canary_spec(2);
+        spec["spec"]["analysis"]["interval"] = "2s".into();
+        rollout.apply("kustomize-controller", &spec).await;
+        rollout.await_phase(CanaryPhase::Initialized, SETTLE).await;
+        rollout
+            .apply_app("kustomize-controller", "6.0.1", 0.001, 40.0)
+            .await;
+        eventually("the canary at weight 20", SETTLE, || async {
+            match rollout.vs_weights().await {
+                Some((_, w)) if w >= 20 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        // A rolling update of serin itself, in the middle of the release.
+        let mut serin = rollout.serin.take().unwrap();
+        let pid = serin.child.id().unwrap();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(10), serin.child.wait())
+            .await
+            .expect("serin exits within 10s of SIGTERM")
+            .unwrap();
+        println!("serin exited after SIGTERM: {status}");
+        let (primary, canary) = rollout.vs_weights().await.expect("the route is there");
+        assert_eq!(primary + canary, 100, "the weights add up to 100");
+        if canary > 0 {
+            assert!(
+                rollout.ready_replicas("podinfo").await > 0,
+                "the canary that gets {canary}% is ready"
+            );
+        }
+        assert!(rollout.ready_replicas("podinfo-primary").await > 0);
+
+        rollout.start_controller();
+        rollout.await_phase(CanaryPhase::Succeeded, SETTLE).await;
+        rollout.assert_no_request_reached_an_unready_backend().await;
+    })
+    .await;
+}
