@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds, at pinned versions, the control-plane binaries the end-to-end tests and the
 # demo run: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and
-# kwok, from their Go modules. The result is cached; a second call returns at once.
+# kwok, from their Go modules, and helm, which renders deploy/chart in the install tests.
+# The result is cached; a second call returns at once.
 #
 # Prints the directory holding the binaries on its last line of stdout.
 set -euo pipefail
@@ -9,10 +10,11 @@ set -euo pipefail
 K8S_VERSION=1.35.4          # matches k8s-openapi's v1_35 feature in Cargo.toml
 ETCD_VERSION=3.6.16
 KWOK_VERSION=0.7.0
+HELM_VERSION=3.22.0
 
 cache_root=${SERIN_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/serin-e2e}
 bin_dir="$cache_root/bin-k8s$K8S_VERSION-etcd$ETCD_VERSION-kwok$KWOK_VERSION"
-want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
+want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
 
 log() { printf '[build-bins %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -138,6 +140,16 @@ if [ ! -x "$bin_dir/kwok" ]; then
   mv "$bin_dir/.kwok-install/kwok" "$bin_dir/kwok"
   rmdir "$bin_dir/.kwok-install"
   log "built kwok in $(($(date +%s) - t0))s"
+fi
+
+# --- helm -------------------------------------------------------------------------
+if [ ! -x "$bin_dir/helm" ]; then
+  t0=$(date +%s)
+  log "building helm v$HELM_VERSION"
+  GOBIN="$bin_dir/.helm-install" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
+  mv "$bin_dir/.helm-install/helm" "$bin_dir/helm"
+  rmdir "$bin_dir/.helm-install"
+  log "built helm in $(($(date +%s) - t0))s"
 fi
 
 have_all || { log "some binaries are missing in $bin_dir"; exit 1; }

@@ -48,19 +48,24 @@ fn render(dir: &str) -> String {
     kubectl(&["kustomize", repo().join(dir).to_str().unwrap()], None)
 }
 
+/// `kubectl apply --server-side` of `manifests`, for real or as a server-side dry run.
+fn apply(manifests: &str, dry_run: bool) -> String {
+    let mut args = vec![
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager",
+        "e2e-install",
+    ];
+    if dry_run {
+        args.push("--dry-run=server");
+    }
+    args.extend(["-f", "-"]);
+    kubectl(&args, Some(manifests))
+}
+
 fn install_base() {
-    kubectl(
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager",
-            "e2e-install",
-            "-f",
-            "-",
-        ],
-        Some(&render("deploy/base")),
-    );
+    apply(&render("deploy/base"), false);
 }
 
 #[tokio::test]
@@ -88,19 +93,7 @@ async fn the_api_server_accepts_the_kustomize_base_and_every_overlay() {
         "deploy/overlays/namespaced",
     ] {
         let manifests = render(dir);
-        let out = kubectl(
-            &[
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--dry-run=server",
-                "--field-manager",
-                "e2e-install",
-                "-f",
-                "-",
-            ],
-            Some(&manifests),
-        );
+        let out = apply(&manifests, true);
         println!("{dir}: {} objects accepted", out.lines().count());
         assert!(out.contains("deployment.apps/serin"), "{dir}: {out}");
         assert!(!manifests.contains("- '*'"), "{dir}: no wildcard rule");
@@ -286,18 +279,7 @@ fn install_without(name: &str, kind: &str, skip: usize) -> String {
         }
         objects.push(serde_json::to_string(&value).unwrap());
     }
-    kubectl(
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager",
-            "e2e-install",
-            "-f",
-            "-",
-        ],
-        Some(&objects.join("\n---\n")),
-    );
+    apply(&objects.join("\n---\n"), false);
     kubectl(
         &[
             "create",
@@ -422,5 +404,81 @@ async fn removing_any_single_rule_makes_serin_fail_with_a_forbidden_error_naming
             "without {kind} {resources:?}: {}",
             &evidence[cut..evidence.len().min(cut + 160)]
         );
+    }
+}
+
+/// The objects of a multi-document YAML stream, keyed by kind and name, without their
+/// labels (the chart adds Helm's own) and without the Namespace (Helm's
+/// `--create-namespace` makes it).
+fn objects(yaml: &str) -> std::collections::BTreeMap<(String, String), serde_json::Value> {
+    use serde::Deserialize;
+    let mut out = std::collections::BTreeMap::new();
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let mut value = serde_json::Value::deserialize(doc).unwrap();
+        if value.is_null() || value["kind"] == "Namespace" {
+            continue;
+        }
+        if let Some(meta) = value["metadata"].as_object_mut() {
+            meta.remove("labels");
+        }
+        let key = (
+            value["kind"].as_str().unwrap().to_string(),
+            value["metadata"]["name"].as_str().unwrap().to_string(),
+        );
+        out.insert(key, value);
+    }
+    out
+}
+
+fn helm_template(set: &[&str]) -> String {
+    let out = std::process::Command::new("helm")
+        .args(["template", "serin"])
+        .arg(repo().join("deploy/chart"))
+        .args(["--namespace", "serin-system", "--include-crds"])
+        .args(set)
+        .output()
+        .expect("helm on PATH (tests/e2e/build-bins.sh builds it)");
+    assert!(
+        out.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_helm_chart_renders_what_the_kustomize_base_and_overlays_do() {
+    for (set, dir) in [
+        (vec![], "deploy/base"),
+        (
+            vec!["--set", "watchNamespace=apps"],
+            "deploy/overlays/namespaced",
+        ),
+        (
+            vec!["--set", "metricsServer=http://prometheus.istio-system:9090"],
+            "deploy/overlays/istio",
+        ),
+    ] {
+        let chart = helm_template(&set);
+        let (from_chart, from_kustomize) = (objects(&chart), objects(&render(dir)));
+        assert_eq!(
+            from_chart.keys().collect::<Vec<_>>(),
+            from_kustomize.keys().collect::<Vec<_>>(),
+            "the chart ({set:?}) and {dir} make the same objects"
+        );
+        for (key, object) in &from_chart {
+            assert_eq!(
+                object, &from_kustomize[key],
+                "{key:?} differs between the chart ({set:?}) and {dir}"
+            );
+        }
+        println!("chart {set:?} = {dir}: {} objects", from_chart.len());
+    }
+    install_base();
+    let _ = std::process::Command::new("kubectl")
+        .args(["create", "namespace", "apps"])
+        .output();
+    for set in [vec![], vec!["--set", "watchNamespace=apps"]] {
+        apply(&helm_template(&set), true);
     }
 }

@@ -34,6 +34,28 @@ fn log(p: &Process) -> String {
     std::fs::read_to_string(&p.log).unwrap_or_default()
 }
 
+/// Initializes podinfo 6.0.0 with a Canary stepping every `interval`, releases 6.0.1,
+/// and returns once the route sends it at least 20%.
+async fn release_until_weight_20(rollout: &Rollout, interval: &str) {
+    rollout
+        .apply_app("kustomize-controller", "6.0.0", 0.001, 40.0)
+        .await;
+    let mut spec = canary_spec(2);
+    spec["spec"]["analysis"]["interval"] = interval.into();
+    rollout.apply("kustomize-controller", &spec).await;
+    rollout.await_phase(CanaryPhase::Initialized, SETTLE).await;
+    rollout
+        .apply_app("kustomize-controller", "6.0.1", 0.001, 40.0)
+        .await;
+    eventually("the canary at weight 20", SETTLE, || async {
+        match rollout.vs_weights().await {
+            Some((_, w)) if w >= 20 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn of_two_replicas_only_the_leader_acts_and_the_other_finishes_when_it_dies() {
     with_namespace("e2e-leader", |client, ns| async move {
@@ -47,24 +69,7 @@ async fn of_two_replicas_only_the_leader_acts_and_the_other_finishes_when_it_die
             holder(&leases).await.ok_or("no holder yet".to_string())
         })
         .await;
-        rollout
-            .apply_app("kustomize-controller", "6.0.0", 0.001, 40.0)
-            .await;
-        let mut spec = canary_spec(2);
-        spec["spec"]["analysis"]["interval"] = "3s".into();
-        rollout.apply("kustomize-controller", &spec).await;
-        rollout.await_phase(CanaryPhase::Initialized, SETTLE).await;
-
-        rollout
-            .apply_app("kustomize-controller", "6.0.1", 0.001, 40.0)
-            .await;
-        eventually("the canary at weight 20", SETTLE, || async {
-            match rollout.vs_weights().await {
-                Some((_, w)) if w >= 20 => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        })
-        .await;
+        release_until_weight_20(&rollout, "3s").await;
 
         let leader_at = replicas.iter().position(|(id, _)| *id == first).unwrap();
         let (_, mut leader) = replicas.remove(leader_at);
@@ -172,23 +177,7 @@ async fn sigterm_releases_the_lease_so_the_standby_takes_over_at_once() {
 async fn sigterm_mid_step_leaves_consistent_routes_and_a_restart_finishes_the_release() {
     with_namespace("e2e-sigterm", |client, ns| async move {
         let mut rollout = Rollout::start(client, &ns).await;
-        rollout
-            .apply_app("kustomize-controller", "6.0.0", 0.001, 40.0)
-            .await;
-        let mut spec = canary_spec(2);
-        spec["spec"]["analysis"]["interval"] = "2s".into();
-        rollout.apply("kustomize-controller", &spec).await;
-        rollout.await_phase(CanaryPhase::Initialized, SETTLE).await;
-        rollout
-            .apply_app("kustomize-controller", "6.0.1", 0.001, 40.0)
-            .await;
-        eventually("the canary at weight 20", SETTLE, || async {
-            match rollout.vs_weights().await {
-                Some((_, w)) if w >= 20 => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        })
-        .await;
+        release_until_weight_20(&rollout, "2s").await;
         // A rolling update of serin itself, in the middle of the release.
         let mut serin = rollout.serin.take().unwrap();
         let pid = serin.child.id().unwrap();
