@@ -50,8 +50,9 @@ pub fn hold_until_accepted(
                 canary_weight: canary_weight.min(u32::try_from(held_weight).unwrap_or(0)),
             };
         }
-        plan.requeue = plan.requeue.min(Duration::from_secs(1));
     }
+    // Look again soon: the parent's answer is in the route's status, which is not watched.
+    plan.requeue = plan.requeue.min(Duration::from_secs(1));
     conditions::set(
         &mut plan.status.conditions,
         ROUTE_ACCEPTED,
@@ -146,7 +147,9 @@ mod tests {
                 hold_until_accepted(Some(&before), planned.clone(), Some("not yet"), now(), None);
             assert_eq!(out.status.phase, phase);
             assert_eq!(out.traffic, planned.traffic);
+            assert_eq!(out.events, planned.events);
             assert_eq!(condition(&out).0, "False");
+            assert!(out.requeue <= Duration::from_secs(1), "looks again soon");
         }
     }
 
