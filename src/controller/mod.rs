@@ -230,13 +230,17 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
         return reject(
             canary,
             ctx,
-            format!("provider {provider} is not supported by this serin release yet; use provider: istio"),
+            format!("provider {provider} is not supported by this serin release yet; use istio, gatewayapi or linkerd"),
         )
         .await;
     }
     let snapshot = observe::observe(&ctx.client, canary).await?;
     let now = Timestamp::now();
-    let verdict = if plan::needs(canary, &snapshot.observed, now).analysis {
+    // A Gateway API route takes effect once its parents accept it; until then the
+    // checks would judge a split that is not served, and no step is taken.
+    let route_acceptance = observe::route_acceptance(&ctx.client, canary).await?;
+    let held = matches!(route_acceptance, Some(Err(_)));
+    let verdict = if !held && plan::needs(canary, &snapshot.observed, now).analysis {
         Some(verdict::decide(&gather(ctx, canary, now).await))
     } else {
         None
@@ -248,6 +252,16 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
         verdict,
         now,
     });
+    let plan = match &route_acceptance {
+        Some(acceptance) => crate::rollout::routes::hold_until_accepted(
+            canary.status.as_ref(),
+            plan,
+            acceptance.as_ref().err().map(String::as_str),
+            now,
+            canary.metadata.generation,
+        ),
+        None => plan,
+    };
     let mut plan = plan;
     // Tracked configs are recorded so that their watches wake this Canary.
     let hashes = observe::config_hashes(&snapshot.configs);

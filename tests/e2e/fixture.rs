@@ -222,12 +222,33 @@ impl Rollout {
         .await;
     }
 
-    /// The canary weight of the live VirtualService `podinfo`.
+    /// The live HTTPRoute `podinfo`.
+    pub async fn http_route(&self) -> Option<DynamicObject> {
+        let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.ns, &ApiResource::from_gvk(&gvk));
+        api.get_opt("podinfo").await.ok()?
+    }
+
+    /// The (primary, canary) weights of the live route `podinfo`: the VirtualService,
+    /// or the HTTPRoute for the Gateway API providers.
     pub async fn vs_weights(&self) -> Option<(u64, u64)> {
         let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService");
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &self.ns, &ApiResource::from_gvk(&gvk));
-        let vs = api.get_opt("podinfo").await.ok()??;
+        let Some(vs) = api.get_opt("podinfo").await.ok()? else {
+            let route = self.http_route().await?;
+            let backends = route.data["spec"]["rules"][0]["backendRefs"]
+                .as_array()?
+                .clone();
+            let weight = |name: &str| {
+                backends
+                    .iter()
+                    .find(|b| b["name"] == name)
+                    .and_then(|b| b["weight"].as_u64())
+            };
+            return Some((weight("podinfo-primary")?, weight("podinfo-canary")?));
+        };
         let route = vs.data["spec"]["http"][0]["route"].as_array()?.clone();
         let weight = |host: &str| {
             route

@@ -296,7 +296,7 @@ fn install_without(name: &str, kind: &str, skip: usize) -> String {
 
 /// A release that touches every kind of object serin reads or writes: a tracked
 /// ConfigMap, an autoscaler, a MetricTemplate, events, the status and the leader Lease.
-async fn full_scenario(rollout: &Rollout) {
+async fn full_scenario(rollout: &Rollout, provider: &str) {
     rollout
         .apply(
             "kustomize-controller",
@@ -338,6 +338,7 @@ async fn full_scenario(rollout: &Rollout) {
         )
         .await;
     let mut spec = canary_spec(5);
+    spec["spec"]["provider"] = provider.into();
     spec["spec"]["autoscalerRef"] = serde_json::json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "podinfo"});
     spec["spec"]["analysis"]["metrics"] = serde_json::json!([
         {"name": "success", "templateRef": {"name": "success"}, "thresholdRange": {"min": 90}, "interval": "5s"}
@@ -359,7 +360,13 @@ async fn removing_any_single_rule_makes_serin_fail_with_a_forbidden_error_naming
             let evidence = &mut evidence;
             async move {
                 let rollout = Rollout::start_without_controller(client, &ns, 100);
-                full_scenario(&rollout).await;
+                // The Gateway API rule is only used by the gatewayapi and linkerd providers.
+                let provider = if resources.iter().any(|r| r == "httproutes") {
+                    "linkerd"
+                } else {
+                    "istio"
+                };
+                full_scenario(&rollout, provider).await;
                 let serin = spawn_serin(&kubeconfig, &ns);
                 let refused = |text: &str| {
                     text.lines()

@@ -4,6 +4,7 @@
 mod admission;
 mod decisions;
 mod fixture;
+mod gatewayapi;
 mod harness;
 mod install;
 mod lifecycle;
