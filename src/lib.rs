@@ -7,6 +7,7 @@
 pub mod analysis;
 pub mod api;
 pub mod bench;
+pub mod cli;
 pub mod controller;
 pub mod gates;
 pub mod rollout;
