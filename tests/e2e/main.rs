@@ -4,6 +4,7 @@
 mod admission;
 mod decisions;
 mod fixture;
+mod gates;
 mod harness;
 mod lifecycle;
 mod rollout;
