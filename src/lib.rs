@@ -7,7 +7,9 @@
 pub mod analysis;
 pub mod api;
 pub mod bench;
+pub mod cli;
 pub mod controller;
+pub mod gates;
 pub mod rollout;
 pub mod router;
 pub mod sim;

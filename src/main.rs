@@ -22,6 +22,43 @@ enum Command {
     /// Run a benchmark.
     #[command(subcommand)]
     Bench(Bench),
+    /// List Canaries with their phase, weight, revision and what they wait for.
+    List {
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Show a Canary: phase, weight, checks, revision and gates.
+    Status {
+        name: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Follow the Canary as it changes.
+        #[arg(short, long)]
+        watch: bool,
+    },
+    /// Open a gate for the revision under analysis.
+    Approve {
+        name: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(long, value_enum, default_value = "promotion")]
+        gate: serin::cli::Gate,
+        /// Approve only if this is still the revision under analysis.
+        #[arg(long)]
+        revision: Option<String>,
+    },
+    /// Roll back the revision under analysis now.
+    Abort {
+        name: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Abort only if this is still the revision under analysis.
+        #[arg(long)]
+        revision: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -204,7 +241,58 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
+async fn client() -> anyhow::Result<kube::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(kube::Client::try_default().await?)
+}
+
+async fn steer(command: Command) -> anyhow::Result<()> {
+    use serin::cli::commands;
+    match command {
+        Command::List {
+            all_namespaces,
+            namespace,
+        } => commands::list(client().await?, namespace.as_deref(), all_namespaces).await?,
+        Command::Status {
+            name,
+            namespace,
+            watch,
+        } => commands::status(client().await?, namespace.as_deref(), &name, watch).await?,
+        Command::Approve {
+            name,
+            namespace,
+            gate,
+            revision,
+        } => {
+            commands::approve(
+                client().await?,
+                namespace.as_deref(),
+                &name,
+                gate,
+                revision.as_deref(),
+            )
+            .await?
+        }
+        Command::Abort {
+            name,
+            namespace,
+            revision,
+        } => {
+            commands::abort(
+                client().await?,
+                namespace.as_deref(),
+                &name,
+                revision.as_deref(),
+            )
+            .await?
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    // Installed as `kubectl-serin`, kubectl runs it as `kubectl serin ...`.
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {
@@ -229,6 +317,10 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", decisions::render_text(&rows));
             }
         }
+        command => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(steer(command))?,
     }
     Ok(())
 }

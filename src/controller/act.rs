@@ -323,11 +323,23 @@ pub async fn act(ctx: &Context, canary: &Canary, snapshot: &Snapshot, plan: &Pla
             (Step::ScaleTarget(replicas), _) => scale_target(client, canary, replicas).await?,
             (Step::Events, _) => {
                 for event in &plan.events {
-                    publish(ctx, canary, event).await;
+                    if publish(ctx, canary, event).await {
+                        crate::gates::webhooks::spawn_event(
+                            canary,
+                            &plan.status,
+                            &event.message,
+                            event.warning(),
+                        );
+                    }
                 }
             }
             (Step::Services | Step::Routes(_), None) => {}
         }
+    }
+    if plan.post_rollout.is_some() {
+        // The status write above succeeded, so this release ended in this reconcile:
+        // the post-rollout webhooks are called once, in the background.
+        crate::gates::webhooks::spawn_post_rollout(canary, &plan.status);
     }
     Ok(())
 }
@@ -343,7 +355,9 @@ pub fn event_name(canary: &Canary, event: &crate::rollout::plan::Event) -> Strin
 /// Records an event on the Canary and logs it. Each transition is its own Event:
 /// kube's `Recorder` folds events with the same reason into one series that keeps the
 /// first note, which would hide the message of every later failed check.
-pub async fn publish(ctx: &Context, canary: &Canary, event: &crate::rollout::plan::Event) {
+/// Records an event; `false` when it was recorded before (the same transition planned
+/// again), so that what follows from it (the `event` webhooks) happens once.
+pub async fn publish(ctx: &Context, canary: &Canary, event: &crate::rollout::plan::Event) -> bool {
     let now = jiff::Timestamp::now();
     let reference = canary.object_ref(&());
     let ns = canary.namespace().unwrap_or_default();
@@ -372,7 +386,7 @@ pub async fn publish(ctx: &Context, canary: &Canary, event: &crate::rollout::pla
             // Already recorded: this transition was planned before (a restart, or a
             // reconcile from a stale cache whose status write was refused).
             tracing::debug!(key = %event.key, "event already recorded");
-            return;
+            return false;
         }
         Err(e) => tracing::warn!(error = %e, reason = event.reason, "publishing an event failed"),
     }
@@ -381,6 +395,7 @@ pub async fn publish(ctx: &Context, canary: &Canary, event: &crate::rollout::pla
     } else {
         tracing::info!(canary = %canary.name_any(), reason = event.reason, message = %event.message, "event");
     }
+    true
 }
 
 #[cfg(test)]

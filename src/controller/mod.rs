@@ -28,7 +28,8 @@ use thiserror::Error;
 use tracing::{info, instrument, warn};
 
 use crate::analysis::{checks, compare};
-use crate::api::Canary;
+use crate::api::{Canary, CanaryPhase, WebhookType};
+use crate::gates::{self, webhooks};
 use crate::rollout::plan::{self, Input};
 use crate::rollout::verdict::{self, Evidence};
 use crate::telemetry::{AnalysisStatus, DeploymentStrategy, Metrics, Outcome, Readiness};
@@ -145,7 +146,17 @@ fn in_first_window(canary: &Canary, now: Timestamp) -> bool {
 async fn gather(ctx: &Context, canary: &Canary, now: Timestamp) -> Evidence {
     let address = &ctx.config.metrics_server;
     let since_start = since_analysis_start(canary, now);
-    let checks = checks::run(&ctx.client, canary, address, since_start).await;
+    // Flagger runs the `rollout` webhooks (often a load generator) before the checks;
+    // they run here side by side, so a slow one adds its own latency only once.
+    let (checks, hooks) = futures::join!(
+        checks::run(&ctx.client, canary, address, since_start),
+        webhooks::call_all(canary, WebhookType::Rollout, CanaryPhase::Progressing),
+    );
+    let failed_webhooks = hooks
+        .iter()
+        .filter(|c| !c.answer.passed())
+        .map(|c| c.finding())
+        .collect();
     for r in &checks {
         info!(metric = %r.name, value = ?r.value, failure = ?r.failure, "metric check");
         if let Some(value) = r.value {
@@ -168,7 +179,102 @@ async fn gather(ctx: &Context, canary: &Canary, now: Timestamp) -> Evidence {
         sequential,
         judgement,
         in_first_window: in_first_window(canary, now),
+        failed_webhooks,
     }
+}
+
+/// Starts the conformance-test Jobs of `revision` that do not exist yet (their names are
+/// deterministic, so a restarted controller finds the ones it started), deletes the Jobs
+/// of older revisions, and reads where the tests stand.
+async fn conformance(
+    client: &Client,
+    canary: &Canary,
+    revision: &str,
+) -> Result<plan::Conformance> {
+    use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
+    use kube::api::{DeleteParams, ListParams, PostParams};
+    let ns = canary.namespace().unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let selector = format!("{}={}", gates::jobs::CANARY_LABEL, canary.name_any());
+    let existing = jobs
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::Read)?
+        .items;
+    for stale in existing
+        .iter()
+        .filter(|j| gates::jobs::is_stale(j, revision) && gates::jobs::owned_by(j, canary))
+    {
+        // Background propagation: the Job's pods go with it.
+        match jobs
+            .delete(&stale.name_any(), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {
+                info!(job = %stale.name_any(), "deleted the conformance test of an older revision")
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(Error::Write("Job", stale.name_any(), e)),
+        }
+    }
+    let mut states = Vec::new();
+    for test in &canary.spec.analysis.conformance_tests {
+        let desired = gates::jobs::desired(canary, test, revision);
+        let name = desired.name_any();
+        let job = match existing.iter().find(|j| j.name_any() == name) {
+            Some(job) => job.clone(),
+            None => match jobs.create(&PostParams::default(), &desired).await {
+                Ok(job) => {
+                    info!(job = %name, test = %test.name, "conformance test started");
+                    job
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    jobs.get(&name).await.map_err(Error::Read)?
+                }
+                Err(e) => return Err(Error::Write("Job", name, e)),
+            },
+        };
+        let mut state = gates::jobs::state(&job, &[]);
+        if matches!(state, gates::jobs::TestState::Failed(_)) {
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            let selector = format!("batch.kubernetes.io/job-name={name}");
+            let pods = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(Error::Read)?
+                .items;
+            state = gates::jobs::state(&job, &pods);
+        }
+        states.push((test.name.clone(), state));
+    }
+    Ok(gates::jobs::outcome(&states))
+}
+
+/// Calls the gate, check and rollback webhooks `needs` asked for, all at once.
+async fn call_webhooks(canary: &Canary, needs: plan::WebhookNeeds) -> plan::Webhooks {
+    let kinds = needs.kinds();
+    let answers = futures::future::join_all(
+        kinds
+            .iter()
+            .map(|kind| webhooks::call_all(canary, *kind, CanaryPhase::Progressing)),
+    )
+    .await;
+    let mut result = plan::Webhooks::default();
+    for (kind, calls) in kinds.into_iter().zip(answers) {
+        match kind {
+            WebhookType::ConfirmRollout => result.confirm_rollout = Some(gates::all_passed(&calls)),
+            WebhookType::PreRollout => result.pre_rollout = Some(gates::all_passed(&calls)),
+            WebhookType::ConfirmTrafficIncrease => {
+                result.confirm_traffic_increase = Some(gates::all_passed(&calls))
+            }
+            WebhookType::ConfirmPromotion => {
+                result.confirm_promotion = Some(gates::all_passed(&calls))
+            }
+            WebhookType::Rollback => result.rollback = gates::rollback_requested(&calls),
+            WebhookType::Rollout | WebhookType::PostRollout | WebhookType::Event => {}
+        }
+    }
+    result
 }
 
 #[instrument(skip(canary, ctx), fields(canary = %canary.name_any(), namespace = canary.namespace().unwrap_or_default()))]
@@ -234,23 +340,42 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
-    let snapshot = observe::observe(&ctx.client, canary).await?;
+    let mut snapshot = observe::observe(&ctx.client, canary).await?;
     let now = Timestamp::now();
     // A Gateway API route takes effect once its parents accept it; until then the
     // checks would judge a split that is not served, and no step is taken.
     let route_acceptance = observe::route_acceptance(&ctx.client, canary).await?;
     let held = matches!(route_acceptance, Some(Err(_)));
-    let verdict = if !held && plan::needs(canary, &snapshot.observed, now).analysis {
-        Some(verdict::decide(&gather(ctx, canary, now).await))
-    } else {
-        None
-    };
+    let needs = plan::needs(canary, &snapshot.observed, now);
+    if needs.conformance
+        && let Some(revision) = snapshot.revision().map(str::to_string)
+    {
+        snapshot.observed.conformance = conformance(&ctx.client, canary, &revision).await?;
+    }
+    // Webhooks and checks run concurrently; each Canary reconciles on its own task, so a
+    // webhook that hangs to its timeout delays only its own Canary.
+    let (verdict, webhooks) = futures::join!(
+        async {
+            if needs.analysis && !held {
+                Some(verdict::decide(&gather(ctx, canary, now).await))
+            } else {
+                None
+            }
+        },
+        call_webhooks(canary, needs.webhooks),
+    );
     let plan = plan::plan(&Input {
         canary,
         observed: &snapshot.observed,
         gates: snapshot.gates,
         verdict,
-        now,
+        webhooks,
+        now: if needs == plan::Needs::default() {
+            now
+        } else {
+            // The answers are as of now, not as of the start of the calls.
+            Timestamp::now()
+        },
     });
     let plan = match &route_acceptance {
         Some(acceptance) => crate::rollout::routes::hold_until_accepted(
@@ -435,6 +560,10 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readin
     info!(namespace = ?ns, "serin controller starting");
     controller
         .owns(api::<Service>(&client, &ns), watcher::Config::default())
+        .owns(
+            api::<k8s_openapi::api::batch::v1::Job>(&client, &ns),
+            watcher::Config::default().labels(gates::jobs::CANARY_LABEL),
+        )
         .watches(
             api::<Deployment>(&client, &ns),
             watcher::Config::default(),

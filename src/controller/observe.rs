@@ -189,6 +189,7 @@ pub async fn observe(client: &Client, canary: &Canary) -> Result<Snapshot> {
         observed: Observed {
             target: observed_target,
             primary: observed_primary,
+            ..Default::default()
         },
         gates,
     })

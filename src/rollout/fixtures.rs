@@ -10,7 +10,7 @@ use kube::api::ObjectMeta;
 
 use crate::api::{
     Approvals, Canary, CanaryAnalysis, CanaryPhase, CanaryService, CanarySpec, CanaryStatus,
-    TargetRef,
+    CanaryWebhook, TargetRef, WebhookType,
 };
 use crate::rollout::plan::{self, Gates, Input, Observed, Plan, Primary, Readiness, Target};
 
@@ -122,6 +122,33 @@ impl Canary {
 
     pub fn requires_promotion_approval(mut self) -> Self {
         self.approvals_mut().promotion = true;
+        self
+    }
+
+    /// Declares a webhook of `kind` named after it.
+    pub fn webhook(mut self, kind: WebhookType) -> Self {
+        let name = serde_json::to_value(kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        self.spec.analysis.webhooks.push(CanaryWebhook {
+            name,
+            type_: Some(kind),
+            url: "http://gate.test/".into(),
+            ..Default::default()
+        });
+        self
+    }
+
+    /// Declares a conformance test (its Job template is empty: the plan never reads it).
+    pub fn conformance_test(mut self, name: &str) -> Self {
+        self.spec
+            .analysis
+            .conformance_tests
+            .push(crate::api::ConformanceTest {
+                name: name.into(),
+                ..Default::default()
+            });
         self
     }
 
@@ -258,6 +285,25 @@ pub fn plan_with(
         observed,
         gates,
         verdict,
+        webhooks: plan::Webhooks::default(),
+        now,
+    })
+}
+
+/// Plans one reconcile with what the webhooks answered.
+pub fn plan_webhooks(
+    canary: &Canary,
+    observed: &Observed,
+    webhooks: plan::Webhooks,
+    verdict: Option<plan::Verdict>,
+    now: Timestamp,
+) -> Plan {
+    plan::plan(&Input {
+        canary,
+        observed,
+        gates: Gates::default(),
+        verdict,
+        webhooks,
         now,
     })
 }

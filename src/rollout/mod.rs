@@ -12,3 +12,5 @@ pub mod fixtures;
 mod plan_tests;
 #[cfg(test)]
 mod safety_tests;
+#[cfg(test)]
+mod webhook_tests;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{Canary, CanaryPhase, CanaryStatus};
+use crate::api::{Canary, CanaryPhase, CanaryStatus, WebhookType};
 use crate::rollout::conditions::{self, reasons};
 
 /// Whether a workload can take traffic, and if not, why.
@@ -44,6 +44,18 @@ pub struct Primary {
     pub ready: Readiness,
 }
 
+/// Where the conformance-test Jobs of the revision under analysis stand.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Conformance {
+    /// Not read this tick ([`Needs::conformance`] did not ask for it).
+    #[default]
+    NotRead,
+    Running,
+    Passed,
+    /// The first failed test, quoting the failing container's termination message.
+    Failed(Finding),
+}
+
 /// What the cluster looks like now.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Observed {
@@ -51,6 +63,8 @@ pub struct Observed {
     pub target: Option<Target>,
     /// `None` before the primary is created.
     pub primary: Option<Primary>,
+    /// The conformance tests of the revision under analysis, when read.
+    pub conformance: Conformance,
 }
 
 /// Approvals and aborts given for the target's current revision.
@@ -144,8 +158,86 @@ pub enum Traffic {
 /// reading the cluster).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Needs {
-    /// Run the metric checks, the comparisons and the sequential test.
+    /// Run the metric checks, the comparisons, the sequential test and the `rollout`
+    /// webhooks.
     pub analysis: bool,
+    /// Call the gate, check and rollback webhooks of these kinds (only kinds the Canary
+    /// declares).
+    pub webhooks: WebhookNeeds,
+    /// Start (if not started) and read the conformance-test Jobs of the revision under
+    /// analysis: the canary is ready and has had no traffic yet.
+    pub conformance: bool,
+}
+
+/// The webhook kinds to call before planning.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WebhookNeeds {
+    pub confirm_rollout: bool,
+    pub pre_rollout: bool,
+    pub confirm_traffic_increase: bool,
+    pub confirm_promotion: bool,
+    pub rollback: bool,
+}
+
+impl WebhookNeeds {
+    pub fn kinds(&self) -> Vec<WebhookType> {
+        [
+            (self.confirm_rollout, WebhookType::ConfirmRollout),
+            (self.pre_rollout, WebhookType::PreRollout),
+            (
+                self.confirm_traffic_increase,
+                WebhookType::ConfirmTrafficIncrease,
+            ),
+            (self.confirm_promotion, WebhookType::ConfirmPromotion),
+            (self.rollback, WebhookType::Rollback),
+        ]
+        .into_iter()
+        .filter_map(|(needed, kind)| needed.then_some(kind))
+        .collect()
+    }
+}
+
+/// What the webhooks called this tick answered, one entry per kind; `None` when the kind
+/// was not called this tick. A gate kind the Canary declares is open only when it was
+/// called and every webhook of it passed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Webhooks {
+    pub confirm_rollout: Option<Result<(), Finding>>,
+    pub pre_rollout: Option<Result<(), Finding>>,
+    pub confirm_traffic_increase: Option<Result<(), Finding>>,
+    pub confirm_promotion: Option<Result<(), Finding>>,
+    /// A `rollback` webhook answered 2xx.
+    pub rollback: Option<Finding>,
+}
+
+impl Webhooks {
+    fn result(&self, kind: WebhookType) -> Option<&Result<(), Finding>> {
+        match kind {
+            WebhookType::ConfirmRollout => self.confirm_rollout.as_ref(),
+            WebhookType::PreRollout => self.pre_rollout.as_ref(),
+            WebhookType::ConfirmTrafficIncrease => self.confirm_traffic_increase.as_ref(),
+            WebhookType::ConfirmPromotion => self.confirm_promotion.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the webhooks of a gate kind let the rollout through: open when the Canary has
+/// none of that kind; otherwise only when they were called this tick and all passed.
+/// `Err` says why it is closed (not called yet counts as closed, with no finding).
+pub fn webhook_gate(
+    canary: &Canary,
+    webhooks: &Webhooks,
+    kind: WebhookType,
+) -> Result<(), Option<Finding>> {
+    if !crate::gates::has(canary, kind) {
+        return Ok(());
+    }
+    match webhooks.result(kind) {
+        Some(Ok(())) => Ok(()),
+        Some(Err(f)) => Err(Some(f.clone())),
+        None => Err(None),
+    }
 }
 
 /// The decision of one reconcile.
@@ -158,6 +250,9 @@ pub struct Plan {
     pub target: TargetScale,
     pub traffic: Traffic,
     pub events: Vec<Event>,
+    /// The release ended (promoted or rolled back) in this tick: call the `post-rollout`
+    /// webhooks with this phase once the status is written.
+    pub post_rollout: Option<CanaryPhase>,
     /// When to look again even if nothing changes.
     pub requeue: Duration,
 }
@@ -170,6 +265,8 @@ pub struct Input<'a> {
     /// The analysis verdict, present when the controller ran the checks because
     /// [`analysis_due`] said so.
     pub verdict: Option<Verdict>,
+    /// What the webhooks [`needs`] asked for answered.
+    pub webhooks: Webhooks,
     pub now: Timestamp,
 }
 
@@ -207,8 +304,79 @@ pub fn needs(canary: &Canary, observed: &Observed, now: Timestamp) -> Needs {
                 .and_then(|s| s.last_applied_spec.as_deref())
                 == Some(t.revision.as_str())
     });
+    let analysis = judged && analysis_due(canary, now);
+    let before_traffic = judged
+        && !canary.spec.suspend
+        && canary
+            .status
+            .as_ref()
+            .is_some_and(|s| s.phase == CanaryPhase::Progressing && s.canary_weight == 0);
     Needs {
-        analysis: judged && analysis_due(canary, now),
+        analysis,
+        webhooks: webhook_needs(canary, observed, now, analysis),
+        conformance: before_traffic && !canary.spec.analysis.conformance_tests.is_empty(),
+    }
+}
+
+/// Which gate, check and rollback webhooks to call this tick, following Flagger's
+/// order: `confirm-rollout` before a revision starts (and every interval while it
+/// waits), `pre-rollout` and `confirm-traffic-increase` before the first traffic,
+/// `confirm-traffic-increase` or `confirm-promotion` with every analysis round, and
+/// `rollback` whenever one of these runs while a release is in flight.
+fn webhook_needs(
+    canary: &Canary,
+    observed: &Observed,
+    now: Timestamp,
+    analysis: bool,
+) -> WebhookNeeds {
+    let mut needs = WebhookNeeds::default();
+    let (Some(status), Some(target)) = (&canary.status, &observed.target) else {
+        return needs;
+    };
+    if canary.spec.suspend || canary.spec.skip_analysis {
+        return needs;
+    }
+    let new_revision = status.last_applied_spec.as_deref() != Some(target.revision.as_str());
+    let interval_passed = status.last_analysis_time.is_none()
+        || since(&status.last_analysis_time, now) >= canary.spec.analysis.interval();
+    let weight = u32::try_from(status.canary_weight).unwrap_or(0);
+    match status.phase {
+        CanaryPhase::Initialized | CanaryPhase::Succeeded | CanaryPhase::Failed => {
+            needs.confirm_rollout = new_revision;
+        }
+        CanaryPhase::Waiting => {
+            needs.confirm_rollout = new_revision || interval_passed;
+            needs.rollback = !new_revision && interval_passed;
+        }
+        CanaryPhase::Progressing | CanaryPhase::WaitingPromotion if new_revision => {
+            needs.confirm_rollout = true;
+        }
+        CanaryPhase::Progressing if weight == 0 => {
+            let first_step_due = target.ready.is_ready() && interval_passed;
+            needs.pre_rollout = first_step_due;
+            needs.confirm_traffic_increase = first_step_due;
+            needs.rollback = first_step_due;
+        }
+        CanaryPhase::Progressing | CanaryPhase::WaitingPromotion if analysis => {
+            needs.rollback = true;
+            if status.phase == CanaryPhase::Progressing
+                && weight < canary.spec.analysis.max_weight()
+            {
+                needs.confirm_traffic_increase = true;
+            } else {
+                needs.confirm_promotion = true;
+            }
+        }
+        _ => {}
+    }
+    let has = |kind| crate::gates::has(canary, kind);
+    WebhookNeeds {
+        confirm_rollout: needs.confirm_rollout && has(WebhookType::ConfirmRollout),
+        pre_rollout: needs.pre_rollout && has(WebhookType::PreRollout),
+        confirm_traffic_increase: needs.confirm_traffic_increase
+            && has(WebhookType::ConfirmTrafficIncrease),
+        confirm_promotion: needs.confirm_promotion && has(WebhookType::ConfirmPromotion),
+        rollback: needs.rollback && has(WebhookType::Rollback),
     }
 }
 
@@ -254,6 +422,7 @@ struct Builder<'a> {
     target: TargetScale,
     traffic: Option<Traffic>,
     events: Vec<Event>,
+    post_rollout: Option<CanaryPhase>,
     requeue: Duration,
 }
 
@@ -329,6 +498,25 @@ impl Builder<'_> {
             self.requeue = POLL;
             return;
         }
+        if let Err(why) = webhook_gate(
+            self.input.canary,
+            &self.input.webhooks,
+            WebhookType::ConfirmRollout,
+        ) {
+            let why = closed_because(why, "confirm-rollout");
+            self.event(
+                Severity::Info,
+                reasons::WAITING_APPROVAL,
+                format!("New revision {revision} waits for its confirm-rollout webhooks: {why}"),
+            );
+            self.phase(
+                CanaryPhase::Waiting,
+                format!("waiting for the confirm-rollout webhooks to start {revision}: {why}"),
+            );
+            self.status.last_analysis_time = Some(Time(self.input.now));
+            self.requeue = POLL;
+            return;
+        }
         self.target = TargetScale::Up;
         self.event(
             Severity::Info,
@@ -353,6 +541,7 @@ impl Builder<'_> {
     }
 
     fn rollback(&mut self, why: &Finding) {
+        self.post_rollout = Some(CanaryPhase::Failed);
         self.status.canary_weight = 0;
         self.target = TargetScale::Down;
         self.finding(
@@ -412,6 +601,7 @@ impl Builder<'_> {
             target: self.target,
             traffic,
             events,
+            post_rollout: self.post_rollout,
             requeue: self.requeue,
         }
     }
@@ -428,6 +618,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
         target: TargetScale::Keep,
         traffic: None,
         events: Vec::new(),
+        post_rollout: None,
         requeue: canary.spec.analysis.interval().max(POLL),
     };
 
@@ -466,10 +657,13 @@ pub fn plan(input: &Input<'_>) -> Plan {
                 b.start(&target.revision);
             } else if input.gates.abort {
                 b.rollback(&aborted(target));
-            } else if input.gates.start_approved {
+            } else if let Some(why) = &input.webhooks.rollback {
+                b.rollback(why);
+            } else if start_open(canary, input) {
                 // The canary is scaled up only now: its progress deadline starts now, not
                 // when the revision began waiting for approval.
                 b.status.analysis_start_time = Some(Time(input.now));
+                b.status.last_analysis_time = None;
                 b.target = TargetScale::Up;
                 b.event(
                     Severity::Info,
@@ -482,6 +676,14 @@ pub fn plan(input: &Input<'_>) -> Plan {
                 );
                 b.requeue = POLL;
             } else {
+                if let Some(Err(why)) = &input.webhooks.confirm_rollout {
+                    // Asked again one interval later, as Flagger polls its gates.
+                    b.status.last_analysis_time = Some(Time(input.now));
+                    b.status.message = Some(format!(
+                        "waiting for the confirm-rollout webhooks to start {}: {why}",
+                        target.revision
+                    ));
+                }
                 b.requeue = POLL;
             }
         }
@@ -506,10 +708,31 @@ pub fn plan(input: &Input<'_>) -> Plan {
                 CanaryPhase::Succeeded,
                 format!("revision {promoted} promoted"),
             );
+            b.post_rollout = Some(CanaryPhase::Succeeded);
             b.requeue = POLL;
         }
     }
     b.finish()
+}
+
+/// Why a webhook gate is closed, for status and events.
+fn closed_because(why: Option<Finding>, kind: &str) -> String {
+    why.map(|f| f.message)
+        .unwrap_or_else(|| format!("the {kind} webhooks have not answered yet"))
+}
+
+/// Whether the rollout of the current revision may start: the manual approval if the
+/// spec asks for one, and every `confirm-rollout` webhook.
+fn start_open(canary: &Canary, input: &Input<'_>) -> bool {
+    (!canary.spec.approvals().start || input.gates.start_approved)
+        && webhook_gate(canary, &input.webhooks, WebhookType::ConfirmRollout).is_ok()
+}
+
+/// Whether the promotion may go ahead: the manual approval if the spec asks for one, and
+/// every `confirm-promotion` webhook.
+fn promotion_open(canary: &Canary, input: &Input<'_>) -> bool {
+    (!canary.spec.approvals().promotion || input.gates.promotion_approved)
+        && webhook_gate(canary, &input.webhooks, WebhookType::ConfirmPromotion).is_ok()
 }
 
 fn aborted(target: &Target) -> Finding {
@@ -588,6 +811,10 @@ fn progress(b: &mut Builder<'_>, target: &Target) {
         b.rollback(&aborted(target));
         return;
     }
+    if let Some(why) = &input.webhooks.rollback {
+        b.rollback(why);
+        return;
+    }
     if let Readiness::NotReady(why) = &target.ready {
         // The canary gets no traffic while it is not ready (see `routed_weight`). The
         // deadline counts from the last time it was seen ready: the last step or round
@@ -618,12 +845,13 @@ fn progress(b: &mut Builder<'_>, target: &Target) {
     let threshold = canary.spec.analysis.threshold();
     let weight = u32::try_from(status.canary_weight).unwrap_or(0);
     if weight == 0 {
-        // The canary is ready: route the first step of traffic to it. No checks run at
-        // weight 0, since no traffic reaches the canary yet.
-        step_to(b, next_weight(canary, 0), target);
+        // The canary is ready: route the first step of traffic to it once the
+        // `pre-rollout` and `confirm-traffic-increase` webhooks pass. No metric checks run
+        // at weight 0, since no traffic reaches the canary yet.
+        first_step(b, target, threshold);
         return;
     }
-    if waiting_promotion && input.gates.promotion_approved {
+    if waiting_promotion && promotion_open(canary, input) {
         // The analysis passed at maxWeight; the checks kept running while waiting.
         b.event(
             Severity::Info,
@@ -689,11 +917,37 @@ fn progress(b: &mut Builder<'_>, target: &Target) {
             };
         }
         Verdict::Pass if waiting_promotion => {
+            if let Some(Err(why)) = &input.webhooks.confirm_promotion {
+                b.status.message = Some(format!(
+                    "waiting for the confirm-promotion webhooks to promote {}: {why}; the checks keep running",
+                    target.revision
+                ));
+            }
             b.requeue = POLL;
         }
         Verdict::Pass => {
+            let promotion_hooks =
+                webhook_gate(canary, &input.webhooks, WebhookType::ConfirmPromotion);
             if weight >= canary.spec.analysis.max_weight() {
-                if canary.spec.approvals().promotion && !input.gates.promotion_approved {
+                if let Err(why) = promotion_hooks {
+                    let why = closed_because(why, "confirm-promotion");
+                    b.event(
+                        Severity::Info,
+                        reasons::WAITING_APPROVAL,
+                        format!(
+                            "Analysis of {} passed; promotion waits for its confirm-promotion webhooks: {why}",
+                            target.revision
+                        ),
+                    );
+                    b.phase(
+                        CanaryPhase::WaitingPromotion,
+                        format!(
+                            "waiting for the confirm-promotion webhooks to promote {}: {why}; the checks keep running",
+                            target.revision
+                        ),
+                    );
+                    b.requeue = POLL;
+                } else if canary.spec.approvals().promotion && !input.gates.promotion_approved {
                     b.event(Severity::Info, reasons::WAITING_APPROVAL, format!("Analysis of {} passed; promotion waits for approval (annotate serin.dev/approve-promotion={})", target.revision, target.revision));
                     b.phase(
                         CanaryPhase::WaitingPromotion,
@@ -722,10 +976,94 @@ fn progress(b: &mut Builder<'_>, target: &Target) {
                     target.revision
                 ));
                 b.requeue = POLL;
+            } else if let Err(why) =
+                webhook_gate(canary, &input.webhooks, WebhookType::ConfirmTrafficIncrease)
+            {
+                b.status.message = Some(format!(
+                    "weight {weight}: waiting for the confirm-traffic-increase webhooks: {}",
+                    closed_because(why, "confirm-traffic-increase")
+                ));
+                b.requeue = b.interval();
             } else {
                 step_to(b, next_weight(canary, weight), target);
             }
         }
+    }
+}
+
+/// The first step of traffic, Flagger's way: the `pre-rollout` webhooks run before any
+/// traffic reaches the canary, and a failure counts as a failed check (`threshold`
+/// applies; they are asked again one interval later); then the
+/// `confirm-traffic-increase` webhooks must let the step through.
+fn first_step(b: &mut Builder<'_>, target: &Target, threshold: u32) {
+    let input = b.input;
+    let canary = input.canary;
+    if !canary.spec.analysis.conformance_tests.is_empty() {
+        // The conformance tests run before any traffic; a failure rolls back at once.
+        match &input.observed.conformance {
+            Conformance::Failed(why) => {
+                b.rollback(why);
+                return;
+            }
+            Conformance::Passed => {}
+            Conformance::Running | Conformance::NotRead => {
+                b.status.message = Some(format!(
+                    "running the conformance tests of {} before any traffic",
+                    target.revision
+                ));
+                b.requeue = POLL;
+                return;
+            }
+        }
+    }
+    let pre_rollout = webhook_gate(canary, &input.webhooks, WebhookType::PreRollout);
+    let increase = webhook_gate(canary, &input.webhooks, WebhookType::ConfirmTrafficIncrease);
+    let not_yet = || {
+        canary
+            .spec
+            .analysis
+            .interval()
+            .saturating_sub(since(&b.status.last_analysis_time, input.now))
+            .max(Duration::from_millis(200))
+    };
+    match (pre_rollout, increase) {
+        (Err(Some(why)), _) => {
+            b.status.last_analysis_time = Some(Time(input.now));
+            b.status.failed_checks += 1;
+            let failed = u32::try_from(b.status.failed_checks).unwrap_or(0);
+            b.finding(
+                Severity::Warn,
+                reasons::CHECK_FAILED,
+                format!("Pre-rollout check failed: {why} (failed checks {failed}/{threshold})"),
+                &why,
+            );
+            if failed >= threshold {
+                b.rollback(&Finding {
+                    message: format!("failed checks threshold reached {failed}/{threshold}: {why}"),
+                    ..why.clone()
+                });
+            } else {
+                b.status.message = Some(format!(
+                    "pre-rollout check failed ({failed}/{threshold}): {why}"
+                ));
+                b.requeue = b.interval();
+            }
+        }
+        (Err(None), _) | (Ok(()), Err(None)) => {
+            b.requeue = if b.status.last_analysis_time.is_none() {
+                POLL
+            } else {
+                not_yet()
+            };
+        }
+        (Ok(()), Err(Some(why))) => {
+            b.status.last_analysis_time = Some(Time(input.now));
+            b.status.message = Some(format!(
+                "weight 0: waiting for the confirm-traffic-increase webhooks: {why}"
+            ));
+            b.requeue = b.interval();
+        }
+        (Ok(()), Ok(())) => step_to(b, next_weight(canary, 0), target),
     }
 }
 

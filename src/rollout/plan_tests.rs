@@ -1082,6 +1082,7 @@ impl Sim {
         Observed {
             target: Some(target),
             primary,
+            ..Default::default()
         }
     }
 

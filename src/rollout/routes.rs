@@ -88,6 +88,7 @@ mod tests {
                 canary_weight: routed,
             },
             events: Vec::new(),
+            post_rollout: None,
             requeue: Duration::from_secs(10),
         }
     }

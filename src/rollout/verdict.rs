@@ -76,6 +76,9 @@ pub struct Evidence {
     /// The canary has had traffic for less than the longest metric window, so missing
     /// data means "not yet", not "broken".
     pub in_first_window: bool,
+    /// The `rollout` webhooks that did not pass this round: each is a failed check, as in
+    /// Flagger.
+    pub failed_webhooks: Vec<Finding>,
 }
 
 /// The threshold checks alone. Missing data while the canary has had traffic for less
@@ -131,7 +134,10 @@ fn hold(verdict: Verdict, reason: Finding) -> Verdict {
 /// first window fails the round; a marginal judgement (or no data yet) holds a round
 /// that would have passed.
 pub fn decide(evidence: &Evidence) -> Verdict {
-    let verdict = of_checks(&evidence.checks, evidence.in_first_window);
+    let mut verdict = of_checks(&evidence.checks, evidence.in_first_window);
+    for failed in &evidence.failed_webhooks {
+        verdict = fail_with(verdict, failed.clone());
+    }
     let verdict = match &evidence.sequential {
         Ok(Some(reason)) => {
             return Verdict::Rollback(Finding::gate("sequential-test", reason.clone()));
@@ -191,6 +197,7 @@ mod tests {
             sequential: Ok(None),
             judgement: None,
             in_first_window: false,
+            failed_webhooks: Vec::new(),
         }
     }
 
@@ -270,6 +277,22 @@ mod tests {
             with(Judgement::NoData("none".into()), false),
             Verdict::Fail(_)
         ));
+    }
+
+    #[test]
+    fn a_failed_rollout_webhook_fails_the_round_even_when_the_metrics_pass() {
+        let mut e = evidence(vec![ok("rate", 99.9)]);
+        e.failed_webhooks = vec![Finding::gate(
+            "load-test",
+            "webhook load-test answered 500".into(),
+        )];
+        let Verdict::Fail(f) = decide(&e) else {
+            panic!()
+        };
+        assert_eq!(f.metric.as_deref(), Some("load-test"));
+        e.in_first_window = true;
+        e.checks = vec![no_data("rate")];
+        assert!(matches!(decide(&e), Verdict::Fail(_)));
     }
 
     #[test]

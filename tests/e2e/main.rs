@@ -4,6 +4,7 @@
 mod admission;
 mod decisions;
 mod fixture;
+mod gates;
 mod gatewayapi;
 mod harness;
 mod install;

@@ -365,8 +365,8 @@ pub struct ConformanceTest {
     /// Name of the test, unique within the Canary; part of the Job's name.
     #[schemars(length(min = 1, max = 40))]
     pub name: String,
-    /// The Job to run. Its containers get SERIN_CANARY_ADDRESS and SERIN_PRIMARY_ADDRESS
-    /// in their environment.
+    /// The Job to run. Its containers get SERIN_CANARY_ADDRESS, SERIN_PRIMARY_ADDRESS,
+    /// SERIN_REVISION and SERIN_NAMESPACE in their environment.
     pub template: JobSpec,
     /// Time the Job may run before it counts as failed (default 5m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
