@@ -19,9 +19,9 @@ pub use alert_provider::{AlertProvider, AlertProviderSpec, AlertProviderType};
 pub use canary::{
     AlertSeverity, Approvals, AutoscalerRef, Canary, CanaryAlert, CanaryAnalysis, CanaryMetric,
     CanaryPhase, CanaryService, CanarySpec, CanaryStatus, CanaryWebhook, ConformanceTest,
-    CustomMetadata, Direction, Judge, MetricComparison, NoDataPolicy, ParentReference, Provider,
-    ProviderRef, ScalerReplicas, Sequential, SessionAffinity, TargetRef, TemplateRef,
-    ThresholdRange, WebhookType,
+    CustomMetadata, Direction, HISTORY_LIMIT, Judge, MetricComparison, NoDataPolicy,
+    ParentReference, Provider, ProviderRef, Release, ScalerReplicas, Sequential, SessionAffinity,
+    TargetRef, TemplateRef, ThresholdRange, WebhookType,
 };
 pub use duration::DurationError;
 pub use metric_template::{
