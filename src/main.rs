@@ -39,6 +39,12 @@ enum Command {
         #[arg(short, long)]
         watch: bool,
     },
+    /// The last releases of a Canary: revision, images, outcome, when and why.
+    History {
+        name: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
     /// Open a gate for the revision under analysis.
     Approve {
         name: String,
@@ -258,6 +264,9 @@ async fn steer(command: Command) -> anyhow::Result<()> {
             namespace,
             watch,
         } => commands::status(client().await?, namespace.as_deref(), &name, watch).await?,
+        Command::History { name, namespace } => {
+            commands::history(client().await?, namespace.as_deref(), &name).await?
+        }
         Command::Approve {
             name,
             namespace,

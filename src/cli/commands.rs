@@ -108,6 +108,15 @@ pub async fn status(
     Ok(())
 }
 
+/// `serin history NAME`.
+pub async fn history(client: Client, namespace: Option<&str>, name: &str) -> Result<()> {
+    let canary = canaries(&client, namespace).get(name).await?;
+    for line in super::history_lines(&canary) {
+        println!("{line}");
+    }
+    Ok(())
+}
+
 async fn annotate(api: &Api<Canary>, name: &str, key: &str, value: &str) -> Result<()> {
     let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))

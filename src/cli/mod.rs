@@ -156,6 +156,30 @@ pub fn status_lines(canary: &Canary, bar: bool) -> Vec<String> {
     ]
 }
 
+/// The lines of `serin history`: the last releases, newest first.
+pub fn history_lines(canary: &Canary) -> Vec<String> {
+    let s = status(canary);
+    let mut lines = vec![format!(
+        "{:<20} {:<13} {:<9} {:<30} {}",
+        "WHEN", "REVISION", "OUTCOME", "IMAGES", "WHY"
+    )];
+    for r in &s.history {
+        let when = r.time.0.strftime("%Y-%m-%d %H:%M:%S").to_string();
+        let images = if r.images.is_empty() {
+            "-".to_string()
+        } else {
+            r.images.join(",")
+        };
+        lines.push(format!(
+            "{when:<20} {:<13} {:<9} {images:<30} {}",
+            short(Some(&r.revision)),
+            r.outcome.as_str(),
+            r.reason.as_deref().unwrap_or("-")
+        ));
+    }
+    lines
+}
+
 /// The annotation `serin approve` writes: the gate's key and the current revision (with
 /// the current weight for a traffic increase). A revision named by the user that is no
 /// longer the one under analysis is refused.
@@ -269,6 +293,28 @@ mod tests {
         );
         assert!(list_line(&hooked, true).starts_with("test "));
         assert!(list_line(&hooked, true).ends_with("confirm-rollout webhook"));
+    }
+
+    #[test]
+    fn history_shows_each_release_with_its_outcome_images_and_reason() {
+        let mut c = at(CanaryPhase::Succeeded, 0, "");
+        c.status.as_mut().unwrap().history = vec![crate::api::Release {
+            revision: "abc123def4567890".into(),
+            images: vec!["podinfo:6.0.1".into()],
+            outcome: CanaryPhase::Failed,
+            time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::from_second(1_735_689_600).unwrap(),
+            ),
+            reason: Some("failed checks threshold reached 1/1".into()),
+        }];
+        let lines = history_lines(&c);
+        assert!(lines[0].starts_with("WHEN"));
+        assert!(
+            lines[1].starts_with("2025-01-01 00:00:00  abc123def456  Failed"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[1].contains("podinfo:6.0.1") && lines[1].ends_with("reached 1/1"));
     }
 
     #[test]

@@ -142,6 +142,20 @@ pub fn approved_increase(value: &str, revision: &str) -> Option<u32> {
     (rev == revision).then(|| weight.parse().ok()).flatten()
 }
 
+/// The images of a Deployment's containers.
+fn images(d: &Deployment) -> Vec<String> {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|p| {
+            p.containers
+                .iter()
+                .filter_map(|c| c.image.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub async fn observe(client: &Client, canary: &Canary) -> Result<Snapshot> {
     let ns = canary.namespace().unwrap_or_default();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
@@ -182,11 +196,13 @@ pub async fn observe(client: &Client, canary: &Canary) -> Result<Snapshot> {
         },
         None => Gates::default(),
     };
+    let images = target.as_ref().map(images).unwrap_or_default();
     Ok(Snapshot {
         target,
         primary,
         configs,
         observed: Observed {
+            images,
             target: observed_target,
             primary: observed_primary,
             ..Default::default()

@@ -65,6 +65,8 @@ pub struct Observed {
     pub primary: Option<Primary>,
     /// The conformance tests of the revision under analysis, when read.
     pub conformance: Conformance,
+    /// The container images of the target, for the release history.
+    pub images: Vec<String>,
 }
 
 /// Approvals and aborts given for the target's current revision.
@@ -493,7 +495,15 @@ impl Builder<'_> {
             self.event(Severity::Info, reasons::WAITING_APPROVAL, format!("New revision {revision} waits for approval to start (annotate serin.dev/approve-start={revision})"));
             self.phase(
                 CanaryPhase::Waiting,
-                format!("waiting for approval to start {revision}"),
+                format!(
+                    "waiting for approval to start {revision} (serin approve {} --gate start)",
+                    self.input
+                        .canary
+                        .metadata
+                        .name
+                        .as_deref()
+                        .unwrap_or_default()
+                ),
             );
             self.requeue = POLL;
             return;
@@ -540,8 +550,32 @@ impl Builder<'_> {
         self.start(revision);
     }
 
+    /// Records a finished release in the bounded history, newest first.
+    fn remember(&mut self, revision: &str, outcome: CanaryPhase, reason: String) {
+        let observed = &self.input.observed;
+        let images = if observed.target.as_ref().map(|t| t.revision.as_str()) == Some(revision) {
+            observed.images.clone()
+        } else {
+            Vec::new()
+        };
+        self.status.history.insert(
+            0,
+            crate::api::Release {
+                revision: revision.to_string(),
+                images,
+                outcome,
+                time: Time(self.input.now),
+                reason: Some(reason),
+            },
+        );
+        self.status.history.truncate(crate::api::HISTORY_LIMIT);
+    }
+
     fn rollback(&mut self, why: &Finding) {
         self.post_rollout = Some(CanaryPhase::Failed);
+        if let Some(revision) = self.status.last_applied_spec.clone() {
+            self.remember(&revision, CanaryPhase::Failed, why.message.clone());
+        }
         self.status.canary_weight = 0;
         self.target = TargetScale::Down;
         self.finding(
@@ -709,6 +743,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
                 format!("revision {promoted} promoted"),
             );
             b.post_rollout = Some(CanaryPhase::Succeeded);
+            b.remember(&promoted, CanaryPhase::Succeeded, "promoted".to_string());
             b.requeue = POLL;
         }
     }
@@ -952,8 +987,9 @@ fn progress(b: &mut Builder<'_>, target: &Target) {
                     b.phase(
                         CanaryPhase::WaitingPromotion,
                         format!(
-                            "waiting for approval to promote {}; the checks keep running",
-                            target.revision
+                            "waiting for approval to promote {} (serin approve {} --gate promotion); the checks keep running",
+                            target.revision,
+                            canary.metadata.name.as_deref().unwrap_or_default()
                         ),
                     );
                     b.requeue = POLL;
@@ -972,7 +1008,8 @@ fn progress(b: &mut Builder<'_>, target: &Target) {
                 && !input.gates.traffic_increase_approved(weight)
             {
                 b.status.message = Some(format!(
-                    "weight {weight}: waiting for approval to increase traffic (annotate serin.dev/approve-traffic-increase={}@{weight})",
+                    "weight {weight}: waiting for approval to increase traffic (serin approve {} --gate traffic, or annotate serin.dev/approve-traffic-increase={}@{weight})",
+                    canary.metadata.name.as_deref().unwrap_or_default(),
                     target.revision
                 ));
                 b.requeue = POLL;

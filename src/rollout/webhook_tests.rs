@@ -465,3 +465,28 @@ fn traffic_waits_for_the_conformance_tests_and_a_failed_one_rolls_back_quoting_i
         .unwrap();
     assert!(e.message.contains("GET /healthz: 503"));
 }
+
+#[test]
+fn every_finished_release_is_kept_in_a_bounded_history_newest_first() {
+    let clock = Clock::start();
+    let mut o = observed()
+        .target("rev-b", ready())
+        .primary("rev-b", ready());
+    o.images = vec!["podinfo:6.0.1".into()];
+    let finalising = canary().with_status(|s| s.phase(Finalising).settled_on("rev-b"));
+    let promoted = plan_webhooks(&finalising, &o, Webhooks::default(), None, clock.now());
+    let first = &promoted.status.history[0];
+    assert_eq!(first.revision, "rev-b");
+    assert_eq!(first.outcome, Succeeded);
+    assert_eq!(first.images, vec!["podinfo:6.0.1".to_string()]);
+
+    let mut c = testing(&clock);
+    c.status.as_mut().unwrap().history = vec![first.clone(); 10];
+    let mut failing = serving("rev-b");
+    failing.conformance = Conformance::Failed(Finding::gate("smoke", "smoke failed".into()));
+    let rolled_back = plan_webhooks(&c, &failing, Webhooks::default(), None, clock.now());
+    let history = &rolled_back.status.history;
+    assert_eq!(history.len(), 10, "bounded");
+    assert_eq!(history[0].outcome, Failed);
+    assert_eq!(history[0].reason.as_deref(), Some("smoke failed"));
+}

@@ -70,6 +70,33 @@ pub struct CanaryStatus {
     /// Marginal steps in the current analysis: neither passed nor failed (serin addition).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub marginal_checks: i32,
+
+    /// The last releases, newest first, at most ten: what was promoted or rolled back,
+    /// when and why (serin addition; `serin history` shows it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub history: Vec<Release>,
+}
+
+/// How many releases `status.history` keeps.
+pub const HISTORY_LIMIT: usize = 10;
+
+/// One finished release in `status.history`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Release {
+    /// Revision hash of the release.
+    pub revision: String,
+    /// Container images of the release, when known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
+    /// Succeeded (promoted) or Failed (rolled back).
+    pub outcome: CanaryPhase,
+    /// When the release ended.
+    pub time: Time,
+    /// Why it ended so: the rollback's reason, or the promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Phase of a Canary's rollout, with Flagger's names.
