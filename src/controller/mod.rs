@@ -225,7 +225,7 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
         return reject(
             canary,
             ctx,
-            format!("provider {provider} is not supported by this serin release yet; use istio, gatewayapi or linkerd"),
+            format!("provider {provider} is not supported by this serin release yet; use istio, gatewayapi, linkerd or kubernetes"),
         )
         .await;
     }
