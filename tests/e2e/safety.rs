@@ -220,16 +220,13 @@ async fn a_canary_that_does_not_recover_within_the_progress_deadline_is_rolled_b
             message.contains("progress deadline"),
             "the status says the canary missed its progress deadline: {message}"
         );
-        assert_eq!(
-            rollout.vs_weights().await,
-            Some((100, 0)),
-            "all traffic is on the primary"
-        );
-        assert_eq!(
-            Rollout::replicas(&rollout.deployment("podinfo").await),
-            0,
-            "the canary is scaled to 0"
-        );
+        // The routes and the scale follow the recorded decision within the reconcile.
+        rollout
+            .await_weights((100, 0), "all traffic is on the primary")
+            .await;
+        rollout
+            .await_replicas("podinfo", 0, "the canary is scaled to 0")
+            .await;
         assert_eq!(
             Rollout::image(&rollout.deployment("podinfo-primary").await),
             format!("{IMAGE}:6.0.0"),
@@ -376,11 +373,12 @@ async fn adopting_a_service_that_already_serves_traffic_drops_no_request() {
         rollout.open_scheduling_gates(PRIMARY_PODS, 2).await;
 
         rollout.await_phase(CanaryPhase::Initialized, SETTLE).await;
-        assert_eq!(
-            rollout.vs_weights().await,
-            Some((100, 0)),
-            "the VirtualService routes 100% to podinfo-primary"
-        );
+        rollout
+            .await_weights(
+                (100, 0),
+                "the VirtualService routes 100% to podinfo-primary",
+            )
+            .await;
         let services: Api<Service> = Api::namespaced(client, &ns);
         let apex = services.get("podinfo").await.unwrap();
         assert_eq!(
