@@ -20,9 +20,8 @@ pub use canary::{
     AlertSeverity, Approvals, AutoscalerRef, Canary, CanaryAlert, CanaryAnalysis, CanaryMetric,
     CanaryPhase, CanaryService, CanarySpec, CanaryStatus, CanaryWebhook, ConformanceTest,
     CustomMetadata, Direction, HISTORY_LIMIT, Judge, MetricComparison, NoDataPolicy,
-    ParentReference, Provider, ProviderObjectRef, ProviderRef, Release, ScalerReplicas,
-    Sequential, SessionAffinity, TargetRef, TemplateRef, ThresholdRange, UnmanagedMetadata,
-    WebhookType,
+    ParentReference, Provider, ProviderObjectRef, ProviderRef, Release, ScalerReplicas, Sequential,
+    SessionAffinity, TargetRef, TemplateRef, ThresholdRange, UnmanagedMetadata, WebhookType,
 };
 pub use duration::DurationError;
 pub use metric_template::{

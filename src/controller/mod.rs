@@ -336,7 +336,17 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
         return reject(
             canary,
             ctx,
-            format!("provider {provider} is not supported by this serin release yet; use istio, gatewayapi or linkerd"),
+            format!("provider {provider} is not supported by this serin release yet; use istio, gatewayapi, linkerd or kubernetes"),
+        )
+        .await;
+    }
+    let analysis = &canary.spec.analysis;
+    if analysis.iterations.is_some() && !analysis.match_.is_empty() && !analysis.is_weighted() {
+        // Run as a weighted canary, this would send maxWeight of all users to the canary.
+        return reject(
+            canary,
+            ctx,
+            "A/B testing (analysis.match with iterations) is not supported by this serin release yet".to_string(),
         )
         .await;
     }

@@ -7,6 +7,8 @@ pub mod routes;
 pub mod verdict;
 
 #[cfg(test)]
+mod blue_green_tests;
+#[cfg(test)]
 pub mod fixtures;
 #[cfg(test)]
 mod plan_tests;

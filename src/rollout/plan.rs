@@ -291,8 +291,22 @@ pub fn analysis_due(canary: &Canary, now: Timestamp) -> bool {
     matches!(
         status.phase,
         CanaryPhase::Progressing | CanaryPhase::WaitingPromotion
-    ) && status.canary_weight > 0
+    ) && (status.canary_weight > 0
+        || (is_blue_green(canary) && status.last_analysis_time.is_some()))
         && since(&status.last_analysis_time, now) >= canary.spec.analysis.interval()
+}
+
+/// Whether the strategy is blue/green, as Flagger chooses it: `iterations` without
+/// `match` and without weights (and always with `provider: kubernetes`). The checks run
+/// `iterations` rounds against the canary Service while users stay on the primary; then
+/// all traffic switches to the canary while the primary is updated behind it, and
+/// switches back to the promoted primary.
+pub fn is_blue_green(canary: &Canary) -> bool {
+    let analysis = &canary.spec.analysis;
+    canary.provider() == crate::api::Provider::Kubernetes
+        || (analysis.iterations.is_some_and(|n| n > 0)
+            && analysis.match_.is_empty()
+            && !analysis.is_weighted())
 }
 
 /// What the controller must run before planning: the analysis when it is due and the
@@ -879,7 +893,21 @@ fn progress(b: &mut Builder<'_>, target: &Target) {
     }
     let threshold = canary.spec.analysis.threshold();
     let weight = u32::try_from(status.canary_weight).unwrap_or(0);
-    if weight == 0 {
+    let blue_green = is_blue_green(canary);
+    if blue_green && status.last_analysis_time.is_none() {
+        // The canary is ready: its rounds start now, against the canary Service; users
+        // stay on the primary until the switch.
+        b.status.analysis_start_time = Some(Time(input.now));
+        b.status.last_analysis_time = Some(Time(input.now));
+        b.status.message = Some(format!(
+            "analysing {} against the canary Service: iteration 0/{}",
+            target.revision,
+            iterations(canary)
+        ));
+        b.requeue = b.interval();
+        return;
+    }
+    if weight == 0 && !blue_green {
         // The canary is ready: route the first step of traffic to it once the
         // `pre-rollout` and `confirm-traffic-increase` webhooks pass. No metric checks run
         // at weight 0, since no traffic reaches the canary yet.
@@ -893,7 +921,11 @@ fn progress(b: &mut Builder<'_>, target: &Target) {
             reasons::APPROVED,
             format!("Promotion of {} approved", target.revision),
         );
-        promote_now(b, target);
+        if blue_green {
+            switch_and_promote(b, target);
+        } else {
+            promote_now(b, target);
+        }
         return;
     }
     let Some(verdict) = &input.verdict else {
@@ -959,6 +991,29 @@ fn progress(b: &mut Builder<'_>, target: &Target) {
                 ));
             }
             b.requeue = POLL;
+        }
+        Verdict::Pass if blue_green => {
+            b.status.iterations += 1;
+            let (done, of) = (b.status.iterations, iterations(canary));
+            if done < of {
+                b.status.message = Some(format!(
+                    "analysing {} against the canary Service: iteration {done}/{of}",
+                    target.revision
+                ));
+                b.requeue = b.interval();
+            } else if canary.spec.approvals().promotion && !input.gates.promotion_approved {
+                b.event(Severity::Info, reasons::WAITING_APPROVAL, format!("Analysis of {} passed; promotion waits for approval (annotate serin.dev/approve-promotion={})", target.revision, target.revision));
+                b.phase(
+                    CanaryPhase::WaitingPromotion,
+                    format!(
+                        "waiting for approval to promote {}; the checks keep running",
+                        target.revision
+                    ),
+                );
+                b.requeue = POLL;
+            } else {
+                switch_and_promote(b, target);
+            }
         }
         Verdict::Pass => {
             let promotion_hooks =
@@ -1102,6 +1157,28 @@ fn first_step(b: &mut Builder<'_>, target: &Target, threshold: u32) {
         }
         (Ok(()), Ok(())) => step_to(b, next_weight(canary, 0), target),
     }
+}
+
+/// The iterations of a blue/green analysis.
+fn iterations(canary: &Canary) -> i32 {
+    canary.spec.analysis.iterations.unwrap_or(1).max(1)
+}
+
+/// Blue/green: the checks passed, so all traffic switches to the canary's pods, and the
+/// primary is updated behind it while it serves nobody (Flagger rolls the primary's
+/// pods while they serve, issue #1096); once the promoted primary is ready, traffic
+/// switches back to it.
+fn switch_and_promote(b: &mut Builder<'_>, target: &Target) {
+    b.status.canary_weight = 100;
+    b.event(
+        Severity::Info,
+        reasons::PROMOTING,
+        format!(
+            "Analysis of {} passed after {} iterations: all traffic switches to it while the primary is updated",
+            target.revision, b.status.iterations
+        ),
+    );
+    promote_now(b, target);
 }
 
 fn promote_now(b: &mut Builder<'_>, target: &Target) {

@@ -4,6 +4,7 @@
 
 pub mod gatewayapi;
 pub mod istio;
+pub mod kubernetes;
 
 use std::collections::BTreeMap;
 
@@ -75,7 +76,7 @@ pub trait TrafficRouter: Send + Sync {
     fn revert(&self, canary: &Canary, backends: &Backends) -> Vec<Value>;
 }
 
-/// The router of a provider, or `None` while the provider is not supported.
+/// The router of a provider.
 pub fn for_provider(provider: Provider) -> Option<&'static dyn TrafficRouter> {
     match provider {
         Provider::Istio => Some(&istio::IstioRouter),
@@ -83,8 +84,8 @@ pub fn for_provider(provider: Provider) -> Option<&'static dyn TrafficRouter> {
         | Provider::GatewayApiV1
         | Provider::GatewayApiV1beta1
         | Provider::Linkerd => Some(&gatewayapi::GatewayApiRouter),
-        // Blue/green without a mesh is not routed yet; Flagger's other providers are
-        // accepted by the schema only.
+        Provider::Kubernetes => Some(&kubernetes::KubernetesRouter),
+        // Flagger's other providers are accepted by the schema only.
         _ => None,
     }
 }

@@ -23,6 +23,9 @@ use kube::{
 };
 use serde_json::{Value, json};
 
+use crate::api::{Canary, CanaryPhase, Provider};
+use crate::rollout::plan::is_blue_green;
+
 pub const ERROR_RATE_ANNOTATION: &str = "sim.serin.dev/error-rate";
 pub const LATENCY_ANNOTATION: &str = "sim.serin.dev/latency-ms";
 
@@ -553,6 +556,48 @@ pub async fn destinations(
             })
             .collect();
         routes.push(dests);
+    }
+    // Without a mesh users reach the pods the apex Service selects (blue/green with
+    // `provider: kubernetes`); during a blue/green analysis a load tester sends requests
+    // to the canary Service once it has ready pods.
+    let canaries: Api<Canary> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    for canary in canaries.list(&lp).await?.items {
+        let ns = canary.namespace().unwrap_or_default();
+        let status = canary.status.clone().unwrap_or_default();
+        if canary.provider() == Provider::Kubernetes
+            && services.iter().any(|s| {
+                s.namespace().as_deref() == Some(&ns) && s.name_any() == canary.service_name()
+            })
+        {
+            routes.push(vec![resolve(
+                &ns,
+                canary.service_name(),
+                100,
+                &services,
+                &deployments,
+            )]);
+        }
+        if is_blue_green(&canary)
+            && matches!(
+                status.phase,
+                CanaryPhase::Progressing | CanaryPhase::WaitingPromotion
+            )
+            && status.canary_weight == 0
+        {
+            let load = resolve(
+                &ns,
+                &canary.canary_service_name(),
+                100,
+                &services,
+                &deployments,
+            );
+            if load.ready_replicas > 0 {
+                routes.push(vec![load]);
+            }
+        }
     }
     let http_routes = api_for(client, namespace, &route_resource);
     let gateways = api_for(client, None, &gateway_resource)
