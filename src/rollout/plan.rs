@@ -732,6 +732,9 @@ pub fn plan(input: &Input<'_>) -> Plan {
                         target.revision
                     ));
                 }
+                // Nothing runs before the start is allowed: a GitOps tool re-applying
+                // the target's replicas must not start the canary's pods early.
+                b.target = TargetScale::Down;
                 b.requeue = POLL;
             }
         }
