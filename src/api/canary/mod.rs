@@ -27,7 +27,7 @@ pub use analysis::{
     TemplateRef, ThresholdRange, WebhookType,
 };
 pub use service::{CanaryService, CustomMetadata, ParentReference, UnmanagedMetadata};
-pub use status::{CanaryPhase, CanaryStatus};
+pub use status::{CanaryPhase, CanaryStatus, PendingNotification};
 
 /// Flagger's default analysis interval.
 pub const DEFAULT_ANALYSIS_INTERVAL: Duration = Duration::from_secs(60);
