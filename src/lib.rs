@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod api;
 pub mod bench;
 pub mod controller;
+pub mod notify;
 pub mod rollout;
 pub mod router;
 pub mod sim;
