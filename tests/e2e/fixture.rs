@@ -61,6 +61,8 @@ pub struct Rollout {
     pub serin: Option<Process>,
     pub _sim: Process,
     pub started: Instant,
+    /// Arguments added to `serin run` by [`Rollout::start_controller`].
+    pub controller_args: Vec<String>,
 }
 
 impl Drop for Rollout {
@@ -116,26 +118,41 @@ impl Rollout {
             serin: None,
             _sim: sim,
             started: Instant::now(),
+            controller_args: Vec::new(),
         };
         rollout.start_controller();
         rollout
     }
 
     pub fn start_controller(&mut self) {
-        self.serin = Some(spawn(
-            "serin",
+        let mut args = vec![
+            "run",
+            "--namespace",
             &self.ns,
-            env!("CARGO_BIN_EXE_serin"),
-            &[
-                "run",
-                "--namespace",
-                &self.ns,
-                "--metrics-server",
-                &self.env.prometheus_url,
-                "--listen",
-                "127.0.0.1:0",
-            ],
-        ));
+            "--metrics-server",
+            &self.env.prometheus_url,
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        args.extend(self.controller_args.iter().map(String::as_str));
+        self.serin = Some(spawn("serin", &self.ns, env!("CARGO_BIN_EXE_serin"), &args));
+    }
+
+    /// Restarts the controller with `args` added to `serin run`.
+    pub async fn restart_controller_with(&mut self, args: &[&str]) {
+        self.kill_controller().await;
+        self.controller_args = args.iter().map(|a| a.to_string()).collect();
+        self.start_controller();
+    }
+
+    /// The whole controller log (every start, since they append to one file).
+    pub fn controller_log_full(&self) -> String {
+        let log = self
+            .env
+            .dir
+            .join("logs")
+            .join(format!("serin-{}.log", self.ns));
+        std::fs::read_to_string(log).unwrap_or_default()
     }
 
     /// SIGKILL, as the OOM killer or a node failure would.

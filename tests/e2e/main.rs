@@ -6,6 +6,7 @@ mod decisions;
 mod fixture;
 mod harness;
 mod lifecycle;
+mod notify;
 mod rollout;
 mod safety;
 mod smoke;
