@@ -217,7 +217,6 @@ pub fn notifiable(reason: &str) -> bool {
         reasons::CHECK_FAILED,
         reasons::SUCCEEDED,
         reasons::ROLLED_BACK,
-        reasons::INVALID_SPEC,
     ]
     .contains(&reason)
 }
