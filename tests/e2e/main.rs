@@ -2,6 +2,7 @@
 //! `tests/e2e/cluster.sh` (run them with `make test`).
 
 mod admission;
+mod dashboards;
 mod decisions;
 mod fixture;
 mod harness;
