@@ -457,3 +457,38 @@ fn a_waiting_gate_names_the_command_and_is_amber() {
         Some("kubectl annotate canary/podinfo -n test --overwrite serin.dev/approve-start=rev-b")
     );
 }
+
+#[test]
+fn a_progress_deadline_rollback_names_the_deadline() {
+    let clock = Clock::start();
+    let canary = with_alerts(vec![alert("errors", Some(AlertSeverity::Error))])
+        .progress_deadline_secs(60)
+        .with_status(|s| {
+            s.phase(CanaryPhase::Progressing)
+                .settled_on("rev-a")
+                .applied("rev-b")
+                .analysis_started_at(clock.ago_secs(120))
+        });
+    let world = observed()
+        .target(
+            "rev-b",
+            crate::rollout::fixtures::not_ready("0/2 pods ready"),
+        )
+        .primary("rev-a", ready());
+    let mut plan = plan_with(&canary, &world, Gates::default(), None, clock.now());
+    enqueue(
+        &mut plan.status,
+        &canary,
+        &plan.events,
+        None,
+        None,
+        clock.now(),
+    );
+    let rollback = &plan.status.pending_notifications[0];
+    assert_eq!(rollback.reason, "RolledBack");
+    assert_eq!(rollback.targets, vec!["errors"]);
+    let m = Message::from_pending("podinfo", "test", rollback);
+    assert_eq!(m.check().as_deref(), Some("progress-deadline"));
+    assert!(m.text.contains("progress deadline"), "{}", m.text);
+    assert_eq!(m.tone(), Tone::Bad);
+}
