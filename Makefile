@@ -10,6 +10,7 @@ test:
 
 crds:
 	cargo run --quiet -- crds > /dev/null && SERIN_UPDATE_CRDS=1 cargo test --quiet --test crd_sync
+	cp crds/canary.yaml crds/metrictemplate.yaml crds/alertprovider.yaml deploy/chart/crds/
 
 bench:
 	cargo run --release --quiet -- bench decisions --seed 42

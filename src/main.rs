@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
+use serin::controller::leader;
 
 #[derive(Parser)]
 #[command(name = "serin", version, about = "Progressive delivery for Kubernetes")]
@@ -11,6 +12,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start-up: the size of the run arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the controller.
     Run(RunArgs),
@@ -48,6 +51,43 @@ struct RunArgs {
     /// Lowest severity sent to the default alert provider: info, warn or error.
     #[arg(long, env = "SERIN_ALERT_SEVERITY", default_value = "info", value_parser = ["info", "warn", "error"])]
     alert_severity: String,
+    /// Elect a leader among the replicas on a Lease: only the leader acts. Turn it off
+    /// only when exactly one replica runs.
+    #[arg(long, env = "SERIN_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (default: the Pod's namespace, else the --namespace
+    /// scope, else "default").
+    #[arg(long, env = "SERIN_LEADER_ELECT_NAMESPACE")]
+    leader_elect_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, env = "SERIN_LEADER_ELECT_NAME", default_value = "serin-leader")]
+    leader_elect_name: String,
+    /// This replica's identity in the Lease; unique per replica (default: the Pod name
+    /// from HOSTNAME, else a random name).
+    #[arg(long, env = "SERIN_LEADER_ELECT_IDENTITY")]
+    leader_elect_identity: Option<String>,
+    /// How long the Lease holds without renewal (a Go duration).
+    #[arg(long, env = "SERIN_LEADER_ELECT_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    leader_elect_lease_duration: std::time::Duration,
+    /// How long the leader keeps acting without renewing the Lease; shorter than the
+    /// lease duration.
+    #[arg(long, env = "SERIN_LEADER_ELECT_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    leader_elect_renew_deadline: std::time::Duration,
+    /// How often candidates try to take the Lease and the leader renews it.
+    #[arg(long, env = "SERIN_LEADER_ELECT_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    leader_elect_retry_period: std::time::Duration,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    serin::api::duration::parse(text).map_err(|e| e.to_string())
+}
+
+/// The namespace this process runs in, when it runs in a Pod.
+fn pod_namespace() -> Option<String> {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 #[derive(Subcommand)]
@@ -93,6 +133,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let notify_metrics = serin::notify::NotifyMetrics::new(
         registry.sub_registry_with_prefix(serin::telemetry::metrics::PREFIX),
     );
+    let leader_metrics = leader::LeaderMetrics::default();
+    leader_metrics.register(registry.sub_registry_with_prefix("serin"));
     metrics.set_info(env!("CARGO_PKG_VERSION"), "istio");
     let ready = serin::telemetry::Readiness::new();
     let server =
@@ -129,7 +171,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The controller stops taking work on SIGTERM, but kube's graceful shutdown also
     // waits for every scheduled requeue (up to an interval away). Every step is
     // idempotent and state is in status, so in-flight work gets a short grace, then exit.
-    tokio::spawn(async {
+    let leading: std::sync::Arc<std::sync::Mutex<Option<leader::Settings>>> =
+        std::sync::Arc::default();
+    let (shutdown_client, shutdown_leading) = (client.clone(), leading.clone());
+    tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("installing the SIGTERM handler");
         tokio::select! {
@@ -137,11 +182,56 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => {}
         }
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let held = shutdown_leading.lock().expect("lock").clone();
+        if let Some(settings) = held {
+            leader::release(shutdown_client, &settings).await;
+        }
         tracing::info!("stopped");
         std::process::exit(0);
     });
-    serin::controller::run(client, config, metrics, ready).await;
-    Ok(())
+    if !args.leader_elect {
+        serin::controller::run(client, config, metrics, ready).await;
+        return Ok(());
+    }
+    let settings = leader::Settings {
+        namespace: args
+            .leader_elect_namespace
+            .or_else(pod_namespace)
+            .or(config.namespace.clone())
+            .unwrap_or_else(|| "default".to_string()),
+        name: args.leader_elect_name,
+        // The Pod name: a restarted container takes its own Lease back at once.
+        identity: args
+            .leader_elect_identity
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| format!("serin_{:08x}", rand::random::<u32>())),
+        lease_duration: args.leader_elect_lease_duration,
+        renew_deadline: args.leader_elect_renew_deadline,
+        retry_period: args.leader_elect_retry_period,
+    };
+    settings.check().map_err(|e| anyhow::anyhow!(e))?;
+    let mut elector = leader::Elector::new(client.clone(), settings.clone(), leader_metrics);
+    // A standby replica is ready (it serves /metrics and can take over); see
+    // docs/operations.md.
+    let standby = ready.clone();
+    elector.acquire(move || standby.set_ready(true)).await;
+    ready.set_ready(false);
+    tracing::info!(identity = %settings.identity, "leading: starting the controller");
+    *leading.lock().expect("lock") = Some(settings.clone());
+    let releasing = client.clone();
+    tokio::select! {
+        _ = serin::controller::run(client, config, metrics, ready) => {
+            // The controller stopped on SIGTERM: hand the Lease over at once.
+            leader::release(releasing, &settings).await;
+            Ok(())
+        }
+        _ = elector.hold() => {
+            // Another replica may take over after the lease duration; this one stops
+            // acting now, and exits so that its Pod restarts as a candidate.
+            tracing::error!("lost the leader Lease: stopping");
+            std::process::exit(1);
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {

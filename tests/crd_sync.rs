@@ -67,3 +67,21 @@ fn serin_crds_prints_the_committed_files_in_order() {
         "`serin crds` differs from crds/*.yaml; regenerate with:\n\n    {REGENERATE}\n"
     );
 }
+
+#[test]
+fn the_helm_chart_carries_the_same_crds() {
+    if std::env::var_os("SERIN_UPDATE_CRDS").is_some() {
+        // `make crds` is rewriting crds/; it copies them into the chart next.
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["canary.yaml", "metrictemplate.yaml", "alertprovider.yaml"] {
+        let committed = std::fs::read_to_string(root.join("crds").join(file)).unwrap();
+        let chart =
+            std::fs::read_to_string(root.join("deploy/chart/crds").join(file)).unwrap_or_default();
+        assert!(
+            committed == chart,
+            "deploy/chart/crds/{file} differs from crds/{file}; run `make crds`"
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! targets use, and reconciles each Canary by observe → plan → act.
 
 pub mod act;
+pub mod leader;
 pub mod observe;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -89,8 +90,12 @@ pub fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        // Some errors (kube's finalizer error) also print their cause themselves.
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
@@ -229,13 +234,17 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
         return reject(
             canary,
             ctx,
-            format!("provider {provider} is not supported by this serin release yet; use provider: istio"),
+            format!("provider {provider} is not supported by this serin release yet; use istio, gatewayapi or linkerd"),
         )
         .await;
     }
     let snapshot = observe::observe(&ctx.client, canary).await?;
     let now = Timestamp::now();
-    let verdict = if plan::needs(canary, &snapshot.observed, now).analysis {
+    // A Gateway API route takes effect once its parents accept it; until then the
+    // checks would judge a split that is not served, and no step is taken.
+    let route_acceptance = observe::route_acceptance(&ctx.client, canary).await?;
+    let held = matches!(route_acceptance, Some(Err(_)));
+    let verdict = if !held && plan::needs(canary, &snapshot.observed, now).analysis {
         Some(verdict::decide(&gather(ctx, canary, now).await))
     } else {
         None
@@ -247,6 +256,16 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
         verdict,
         now,
     });
+    let plan = match &route_acceptance {
+        Some(acceptance) => crate::rollout::routes::hold_until_accepted(
+            canary.status.as_ref(),
+            plan,
+            acceptance.as_ref().err().map(String::as_str),
+            now,
+            canary.metadata.generation,
+        ),
+        None => plan,
+    };
     let mut plan = plan;
     // Tracked configs are recorded so that their watches wake this Canary.
     let hashes = observe::config_hashes(&snapshot.configs);
@@ -471,8 +490,14 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readin
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile error");
+            match result {
+                // A watch that fails (a missing permission, an unreachable API server)
+                // stops every Canary from being seen: say so.
+                Err(kube::runtime::controller::Error::QueueError(e)) => {
+                    warn!(error = %chain(&e), "watching failed")
+                }
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+                Ok(_) => {}
             }
         })
         .await;

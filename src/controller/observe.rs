@@ -7,7 +7,11 @@ use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Secret},
 };
-use kube::{Api, Client, ResourceExt};
+use kube::{
+    Api, Client, ResourceExt,
+    api::DynamicObject,
+    core::{ApiResource, GroupVersionKind},
+};
 
 use super::{Error, Result};
 use crate::api::{Canary, canary::annotations};
@@ -188,6 +192,31 @@ pub async fn observe(client: &Client, canary: &Canary) -> Result<Snapshot> {
         },
         gates,
     })
+}
+
+/// For a Gateway API provider, whether the live HTTPRoute is accepted by every parent
+/// (`Err` says why not); `None` for other providers or before the route exists.
+pub async fn route_acceptance(
+    client: &Client,
+    canary: &Canary,
+) -> Result<Option<std::result::Result<(), String>>> {
+    if !canary.provider().uses_gateway_api() {
+        return Ok(None);
+    }
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &canary.namespace().unwrap_or_default(),
+        &ApiResource::from_gvk(&gvk),
+    );
+    let route = api
+        .get_opt(canary.service_name())
+        .await
+        .map_err(Error::Read)?;
+    Ok(route.map(|r| {
+        let value = serde_json::to_value(&r).unwrap_or_default();
+        crate::router::gatewayapi::acceptance(&value)
+    }))
 }
 
 #[cfg(test)]

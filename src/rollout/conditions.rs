@@ -10,6 +10,8 @@ use crate::api::{CanaryPhase, CanaryStatus};
 
 pub const READY: &str = "Ready";
 pub const PROMOTED: &str = "Promoted";
+/// Whether every parent of a Gateway API route accepted its current generation.
+pub const ROUTE_ACCEPTED: &str = "RouteAccepted";
 
 /// Event and condition reasons.
 pub mod reasons {
@@ -29,6 +31,8 @@ pub mod reasons {
     pub const PROGRESSING: &str = "Progressing";
     pub const INITIALIZING: &str = "Initializing";
     pub const TERMINATING: &str = "Terminating";
+    pub const ACCEPTED: &str = "Accepted";
+    pub const ROUTE_NOT_ACCEPTED: &str = "RouteNotAccepted";
 }
 
 /// Sets `type_` to `status`, keeping the transition time when the status is unchanged.

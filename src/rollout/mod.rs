@@ -3,6 +3,7 @@
 
 pub mod conditions;
 pub mod plan;
+pub mod routes;
 pub mod verdict;
 
 #[cfg(test)]

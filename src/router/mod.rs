@@ -2,6 +2,7 @@
 //! that split its traffic between primary and canary. A router only builds objects,
 //! purely; [`apply`] is the one place that writes them. A new provider is a new file.
 
+pub mod gatewayapi;
 pub mod istio;
 
 use std::collections::BTreeMap;
@@ -78,6 +79,12 @@ pub trait TrafficRouter: Send + Sync {
 pub fn for_provider(provider: Provider) -> Option<&'static dyn TrafficRouter> {
     match provider {
         Provider::Istio => Some(&istio::IstioRouter),
+        Provider::GatewayApi
+        | Provider::GatewayApiV1
+        | Provider::GatewayApiV1beta1
+        | Provider::Linkerd => Some(&gatewayapi::GatewayApiRouter),
+        // Blue/green without a mesh is not routed yet; Flagger's other providers are
+        // accepted by the schema only.
         _ => None,
     }
 }

@@ -18,9 +18,10 @@ use std::{
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
 use kube::{
     Api, Client, ResourceExt,
-    api::{DynamicObject, ListParams},
+    api::{DynamicObject, ListParams, Patch, PatchParams},
     core::{ApiResource, GroupVersionKind},
 };
+use serde_json::{Value, json};
 
 pub const ERROR_RATE_ANNOTATION: &str = "sim.serin.dev/error-rate";
 pub const LATENCY_ANNOTATION: &str = "sim.serin.dev/latency-ms";
@@ -214,6 +215,7 @@ impl Metrics {
                 Served {
                     namespace: ns,
                     workload,
+                    service_host: host,
                     ..
                 },
                 code,
@@ -224,8 +226,39 @@ impl Metrics {
             let class = if *code >= 500 { "failure" } else { "success" };
             let _ = writeln!(
                 out,
-                "response_total{{direction=\"inbound\",namespace=\"{ns}\",deployment=\"{workload}\",classification=\"{class}\",status_code=\"{code}\"}} {n}"
+                "response_total{{direction=\"inbound\",namespace=\"{ns}\",deployment=\"{workload}\",authority=\"{host}\",classification=\"{class}\",status_code=\"{code}\"}} {n}"
             );
+        }
+        out.push_str("# TYPE response_latency_ms histogram\n");
+        for (
+            Served {
+                namespace: ns,
+                workload,
+                service_host: host,
+                ..
+            },
+            Histogram {
+                buckets,
+                sum,
+                count,
+            },
+        ) in &series.durations
+        {
+            let labels = format!(
+                "direction=\"inbound\",namespace=\"{ns}\",deployment=\"{workload}\",authority=\"{host}\""
+            );
+            for (le, n) in ISTIO_BUCKETS.iter().zip(buckets) {
+                let _ = writeln!(
+                    out,
+                    "response_latency_ms_bucket{{{labels},le=\"{le}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "response_latency_ms_bucket{{{labels},le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(out, "response_latency_ms_sum{{{labels}}} {sum}");
+            let _ = writeln!(out, "response_latency_ms_count{{{labels}}} {count}");
         }
         out.push_str(
             "# HELP serin_sim_unready_requests_total Requests the routes sent to a backend with no ready pods.\n# TYPE serin_sim_unready_requests_total counter\n",
@@ -292,8 +325,180 @@ fn service_name_of(host: &str) -> &str {
     host.split('.').next().unwrap_or(host)
 }
 
-/// Reads the live VirtualServices and resolves each weighted destination to the
-/// Deployment its Service selects.
+/// The Deployment the Service `svc_name` in `ns` selects, as a weighted destination; a
+/// Service that does not exist or selects no workload gives a destination with no ready
+/// pods, since the requests it gets reach no pod.
+fn resolve(
+    ns: &str,
+    host: &str,
+    weight: u32,
+    services: &[Service],
+    deployments: &[Deployment],
+) -> Destination {
+    let svc_name = service_name_of(host).to_string();
+    let selector = services
+        .iter()
+        .find(|s| s.namespace().as_deref() == Some(ns) && s.name_any() == svc_name)
+        .and_then(|s| s.spec.as_ref()?.selector.clone())
+        .unwrap_or_default();
+    let deployment = deployments.iter().find(|d| {
+        d.namespace().as_deref() == Some(ns)
+            && !selector.is_empty()
+            && d.spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref()?.labels.as_ref())
+                .is_some_and(|labels| selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    });
+    let service_host = if host.contains('.') {
+        host.to_string()
+    } else {
+        format!("{host}.{ns}.svc.cluster.local")
+    };
+    match deployment {
+        None => Destination {
+            namespace: ns.to_string(),
+            service_host,
+            service_name: svc_name,
+            workload: NO_WORKLOAD.to_string(),
+            weight,
+            ready_replicas: 0,
+            behaviour: Behaviour {
+                error_rate: 1.0,
+                median_latency_ms: 0.0,
+            },
+        },
+        Some(deployment) => Destination {
+            namespace: ns.to_string(),
+            service_host,
+            service_name: svc_name,
+            workload: deployment.name_any(),
+            weight,
+            ready_replicas: deployment
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0),
+            behaviour: Behaviour::of(deployment),
+        },
+    }
+}
+
+fn api_for(client: &Client, namespace: Option<&str>, resource: &ApiResource) -> Api<DynamicObject> {
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+        None => Api::all_with(client.clone(), resource),
+    }
+}
+
+/// The controller name the simulator reports in the routes it accepts.
+pub const CONTROLLER_NAME: &str = "serin.dev/trafficsim";
+
+/// A Gateway annotated with this set to "false" rejects the routes attached to it.
+pub const ACCEPT_ANNOTATION: &str = "sim.serin.dev/accept";
+
+/// Whether the simulated gateway (or mesh, for a Service parent) accepts a route
+/// attached to `parent`: the parent must exist, and a Gateway must not be annotated
+/// `sim.serin.dev/accept: "false"`. `Err` gives the reason and message.
+fn accepts(
+    parent: &Value,
+    ns: &str,
+    services: &[Service],
+    gateways: &[DynamicObject],
+) -> Result<(), (&'static str, String)> {
+    let name = parent["name"].as_str().unwrap_or_default();
+    let parent_ns = parent["namespace"].as_str().unwrap_or(ns);
+    if parent["kind"] == "Service" {
+        return services
+            .iter()
+            .any(|s| s.namespace().as_deref() == Some(parent_ns) && s.name_any() == name)
+            .then_some(())
+            .ok_or((
+                "NoMatchingParent",
+                format!("Service {parent_ns}/{name} does not exist"),
+            ));
+    }
+    let gateway = gateways
+        .iter()
+        .find(|g| g.namespace().as_deref() == Some(parent_ns) && g.name_any() == name)
+        .ok_or((
+            "NoMatchingParent",
+            format!("Gateway {parent_ns}/{name} does not exist"),
+        ))?;
+    if gateway
+        .annotations()
+        .get(ACCEPT_ANNOTATION)
+        .map(String::as_str)
+        == Some("false")
+    {
+        return Err((
+            "NotAllowedByListeners",
+            format!("Gateway {parent_ns}/{name} does not allow this route"),
+        ));
+    }
+    Ok(())
+}
+
+/// The `status.parents` a gateway controller reports for `route`, and whether any
+/// parent accepted it.
+pub fn route_status(
+    route: &DynamicObject,
+    services: &[Service],
+    gateways: &[DynamicObject],
+    now: &str,
+) -> (Value, bool) {
+    let ns = route.namespace().unwrap_or_default();
+    let generation = route.metadata.generation.unwrap_or(0);
+    let mut any = false;
+    let empty = Vec::new();
+    let parents: Vec<Value> = route.data["spec"]["parentRefs"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(|parent| {
+            let (status, reason, message) = match accepts(parent, &ns, services, gateways) {
+                Ok(()) => {
+                    any = true;
+                    ("True", "Accepted", "accepted by the traffic simulator".to_string())
+                }
+                Err((reason, message)) => ("False", reason, message),
+            };
+            let condition = |type_: &str, status: &str, reason: &str, message: &str| {
+                json!({"type": type_, "status": status, "reason": reason, "message": message, "observedGeneration": generation, "lastTransitionTime": now})
+            };
+            json!({
+                "parentRef": parent,
+                "controllerName": CONTROLLER_NAME,
+                "conditions": [
+                    condition("Accepted", status, reason, &message),
+                    condition("ResolvedRefs", "True", "ResolvedRefs", "all references resolved"),
+                ],
+            })
+        })
+        .collect();
+    (json!({"parents": parents}), any)
+}
+
+/// The status as reported, without the transition times (to compare with what is live).
+fn without_times(status: &Value) -> Value {
+    let mut status = status.clone();
+    if let Some(parents) = status["parents"].as_array_mut() {
+        for p in parents {
+            if let Some(conditions) = p["conditions"].as_array_mut() {
+                for c in conditions {
+                    if let Some(c) = c.as_object_mut() {
+                        c.remove("lastTransitionTime");
+                    }
+                }
+            }
+        }
+    }
+    status
+}
+
+/// Reads the live VirtualServices and HTTPRoutes and resolves each weighted destination
+/// to the Deployment its Service selects. HTTPRoutes are first marked accepted (or not)
+/// in their `status.parents`, as a gateway controller does; only accepted ones carry
+/// traffic.
 pub async fn destinations(
     client: &Client,
     namespace: Option<&str>,
@@ -303,93 +508,89 @@ pub async fn destinations(
         "v1",
         "VirtualService",
     ));
-    let (vss, services, deployments): (Api<DynamicObject>, Api<Service>, Api<Deployment>) =
-        match namespace {
-            Some(ns) => (
-                Api::namespaced_with(client.clone(), ns, &vs_resource),
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (
-                Api::all_with(client.clone(), &vs_resource),
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-            ),
-        };
+    let route_resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+    ));
+    let gateway_resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "gateway.networking.k8s.io",
+        "v1",
+        "Gateway",
+    ));
+    let (services, deployments): (Api<Service>, Api<Deployment>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
     let lp = ListParams::default();
     let services = services.list(&lp).await?.items;
     let deployments = deployments.list(&lp).await?.items;
     let mut routes = Vec::new();
-    for vs in vss.list(&lp).await?.items {
+    for vs in api_for(client, namespace, &vs_resource)
+        .list(&lp)
+        .await?
+        .items
+    {
         let ns = vs.namespace().unwrap_or_default();
         // The first http route is the one that carries the weighted split.
         let Some(route) = vs.data["spec"]["http"][0]["route"].as_array() else {
             continue;
         };
         let single = route.len() == 1;
-        let mut dests = Vec::new();
-        for r in route {
-            let host = r["destination"]["host"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let weight =
-                r["weight"]
-                    .as_u64()
-                    .map(|w| w as u32)
-                    .unwrap_or(if single { 100 } else { 0 });
-            let svc_name = service_name_of(&host).to_string();
-            let selector = services
-                .iter()
-                .find(|s| s.namespace().as_deref() == Some(&ns) && s.name_any() == svc_name)
-                .and_then(|s| s.spec.as_ref()?.selector.clone())
-                .unwrap_or_default();
-            let deployment = deployments.iter().find(|d| {
-                d.namespace().as_deref() == Some(&ns)
-                    && !selector.is_empty()
-                    && d.spec
-                        .as_ref()
-                        .and_then(|s| s.template.metadata.as_ref()?.labels.as_ref())
-                        .is_some_and(|labels| {
-                            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-                        })
-            });
-            let service_host = if host.contains('.') {
-                host.clone()
-            } else {
-                format!("{host}.{ns}.svc.cluster.local")
-            };
-            let Some(deployment) = deployment else {
-                // A route to a Service that does not exist or selects no workload: the
-                // requests it gets reach no pod, which is what the unready counter is for.
-                dests.push(Destination {
-                    namespace: ns.clone(),
-                    service_host,
-                    service_name: svc_name,
-                    workload: NO_WORKLOAD.to_string(),
-                    weight,
-                    ready_replicas: 0,
-                    behaviour: Behaviour {
-                        error_rate: 1.0,
-                        median_latency_ms: 0.0,
-                    },
-                });
-                continue;
-            };
-            dests.push(Destination {
-                namespace: ns.clone(),
-                service_host,
-                service_name: svc_name,
-                workload: deployment.name_any(),
-                weight,
-                ready_replicas: deployment
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.ready_replicas)
-                    .unwrap_or(0),
-                behaviour: Behaviour::of(deployment),
-            });
+        let dests = route
+            .iter()
+            .map(|r| {
+                let host = r["destination"]["host"].as_str().unwrap_or_default();
+                let weight =
+                    r["weight"]
+                        .as_u64()
+                        .map(|w| w as u32)
+                        .unwrap_or(if single { 100 } else { 0 });
+                resolve(&ns, host, weight, &services, &deployments)
+            })
+            .collect();
+        routes.push(dests);
+    }
+    let http_routes = api_for(client, namespace, &route_resource);
+    let gateways = api_for(client, None, &gateway_resource)
+        .list(&lp)
+        .await?
+        .items;
+    let now = jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_default()
+        .to_string();
+    for route in http_routes.list(&lp).await?.items {
+        let ns = route.namespace().unwrap_or_default();
+        let (status, accepted) = route_status(&route, &services, &gateways, &now);
+        if without_times(&route.data["status"]) != without_times(&status) {
+            let routes_ns: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), &ns, &route_resource);
+            routes_ns
+                .patch_status(
+                    &route.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": status})),
+                )
+                .await?;
         }
+        if !accepted {
+            continue;
+        }
+        let Some(backends) = route.data["spec"]["rules"][0]["backendRefs"].as_array() else {
+            continue;
+        };
+        let dests = backends
+            .iter()
+            .map(|b| {
+                let host = b["name"].as_str().unwrap_or_default();
+                let weight = b["weight"].as_u64().map(|w| w as u32).unwrap_or(1);
+                resolve(&ns, host, weight, &services, &deployments)
+            })
+            .collect();
         routes.push(dests);
     }
     Ok(routes)
@@ -458,7 +659,8 @@ mod tests {
         metrics.record(&dest, 10, &mut Rng::new(7));
         let text = metrics.render();
         assert!(text.contains(r#"destination_workload="podinfo",destination_workload_namespace="test",destination_service="podinfo-canary.test.svc.cluster.local",destination_service_name="podinfo-canary",destination_service_namespace="test",response_code="500"} 10"#), "{text}");
-        assert!(text.contains(r#"response_total{direction="inbound",namespace="test",deployment="podinfo",classification="failure",status_code="500"} 10"#), "{text}");
+        assert!(text.contains(r#"response_total{direction="inbound",namespace="test",deployment="podinfo",authority="podinfo-canary.test.svc.cluster.local",classification="failure",status_code="500"} 10"#), "{text}");
+        assert!(text.contains(r#"response_latency_ms_bucket{direction="inbound",namespace="test",deployment="podinfo",authority="podinfo-canary.test.svc.cluster.local",le="+Inf"} 10"#), "{text}");
         assert!(text.contains(r#"le="+Inf"} 10"#), "{text}");
     }
 

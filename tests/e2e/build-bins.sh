@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds, at pinned versions, the control-plane binaries the end-to-end tests and the
 # demo run: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and
-# kwok, from their Go modules. The result is cached; a second call returns at once.
+# kwok, from their Go modules, and helm, which renders deploy/chart in the install tests.
+# The result is cached; a second call returns at once.
 #
 # Prints the directory holding the binaries on its last line of stdout.
 set -euo pipefail
@@ -9,10 +10,11 @@ set -euo pipefail
 K8S_VERSION=1.35.4          # matches k8s-openapi's v1_35 feature in Cargo.toml
 ETCD_VERSION=3.6.16
 KWOK_VERSION=0.7.0
+HELM_VERSION=3.22.0
 
 cache_root=${SERIN_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/serin-e2e}
 bin_dir="$cache_root/bin-k8s$K8S_VERSION-etcd$ETCD_VERSION-kwok$KWOK_VERSION"
-want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
+want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
 
 log() { printf '[build-bins %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -34,8 +36,8 @@ mkdir -p "$work"
 # The checksum database is not reachable from every machine; the versions are pinned
 # above, and the module proxy serves them, so checksum lookups are turned off for these
 # builds only.
+# Modules come from wherever this machine's Go is configured to fetch them (GOPROXY).
 export GOSUMDB=off GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
-export GOPROXY=${GOPROXY:-https://proxy.golang.org}
 
 build_started=$(date +%s)
 
@@ -45,7 +47,12 @@ mkdir -p "$k8s_mod"
 if [ ! -f "$k8s_mod/go.mod" ]; then
   log "resolving k8s.io/kubernetes v$K8S_VERSION staging modules"
   staging_version="v0.${K8S_VERSION#1.}"
-  upstream_mod=$(curl -fsSL "$GOPROXY/k8s.io/kubernetes/@v/v$K8S_VERSION.mod")
+  # Ask go for the module's go.mod (it lands in the module cache, which the build below
+  # needs anyway).
+  mod_file=$(cd "$work" && go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" |
+    sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')
+  [ -n "$mod_file" ] || { log "go mod download k8s.io/kubernetes@v$K8S_VERSION failed"; exit 1; }
+  upstream_mod=$(cat "$mod_file")
   {
     echo "module serin.dev/e2e-k8s-bins"
     echo
@@ -133,6 +140,16 @@ if [ ! -x "$bin_dir/kwok" ]; then
   mv "$bin_dir/.kwok-install/kwok" "$bin_dir/kwok"
   rmdir "$bin_dir/.kwok-install"
   log "built kwok in $(($(date +%s) - t0))s"
+fi
+
+# --- helm -------------------------------------------------------------------------
+if [ ! -x "$bin_dir/helm" ]; then
+  t0=$(date +%s)
+  log "building helm v$HELM_VERSION"
+  GOBIN="$bin_dir/.helm-install" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
+  mv "$bin_dir/.helm-install/helm" "$bin_dir/helm"
+  rmdir "$bin_dir/.helm-install"
+  log "built helm in $(($(date +%s) - t0))s"
 fi
 
 have_all || { log "some binaries are missing in $bin_dir"; exit 1; }

@@ -245,7 +245,7 @@ cmd_up() {
   log "installing serin's CRDs and the upstream Istio and Gateway API CRDs"
   "$bins/kubectl" --kubeconfig "$kubeconfig" apply --server-side -f "$repo/crds/upstream/" >/dev/null
   if compgen -G "$repo/crds/*.yaml" >/dev/null; then
-    "$bins/kubectl" --kubeconfig "$kubeconfig" apply --server-side -f "$repo/crds/" >/dev/null
+    "$bins/kubectl" --kubeconfig "$kubeconfig" apply --server-side -k "$repo/crds/" >/dev/null
   fi
   "$bins/kubectl" --kubeconfig "$kubeconfig" wait --for condition=Established crd --all --timeout 60s >/dev/null
 

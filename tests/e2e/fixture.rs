@@ -96,6 +96,13 @@ impl Rollout {
 
     /// Starts a controller and a simulator sending `rps` requests a second.
     pub async fn start_with_rps(client: Client, ns: &str, rps: u32) -> Rollout {
+        let mut rollout = Rollout::start_without_controller(client, ns, rps);
+        rollout.start_controller();
+        rollout
+    }
+
+    /// Starts only the simulator; the test starts the controllers it needs.
+    pub fn start_without_controller(client: Client, ns: &str, rps: u32) -> Rollout {
         let env = Env::get();
         let rps = rps.to_string();
         let sim = spawn(
@@ -111,7 +118,7 @@ impl Rollout {
                 env.prometheus_targets.to_str().unwrap(),
             ],
         );
-        let mut rollout = Rollout {
+        Rollout {
             client,
             ns: ns.to_string(),
             env,
@@ -119,23 +126,13 @@ impl Rollout {
             _sim: sim,
             started: Instant::now(),
             controller_args: Vec::new(),
-        };
-        rollout.start_controller();
-        rollout
+        }
     }
 
     pub fn start_controller(&mut self) {
-        let mut args = vec![
-            "run",
-            "--namespace",
-            &self.ns,
-            "--metrics-server",
-            &self.env.prometheus_url,
-            "--listen",
-            "127.0.0.1:0",
-        ];
-        args.extend(self.controller_args.iter().map(String::as_str));
-        self.serin = Some(spawn("serin", &self.ns, env!("CARGO_BIN_EXE_serin"), &args));
+        let identity = format!("serin-{}", self.ns);
+        let extra: Vec<&str> = self.controller_args.iter().map(String::as_str).collect();
+        self.serin = Some(self.spawn_controller(&identity, &extra));
     }
 
     /// Restarts the controller with `args` added to `serin run`.
@@ -153,6 +150,29 @@ impl Rollout {
             .join("logs")
             .join(format!("serin-{}.log", self.ns));
         std::fs::read_to_string(log).unwrap_or_default()
+    }
+
+    /// Starts a controller process for this namespace (one replica), with `extra`
+    /// arguments; its log is `serin-<identity>.log`.
+    pub fn spawn_controller(&self, identity: &str, extra: &[&str]) -> Process {
+        let mut args = vec![
+            "run",
+            "--namespace",
+            &self.ns,
+            "--metrics-server",
+            &self.env.prometheus_url,
+            "--listen",
+            "127.0.0.1:0",
+            "--leader-elect-identity",
+            identity,
+        ];
+        args.extend_from_slice(extra);
+        let name = if identity == format!("serin-{}", self.ns) {
+            "serin".to_string()
+        } else {
+            format!("serin-{identity}")
+        };
+        spawn(&name, &self.ns, env!("CARGO_BIN_EXE_serin"), &args)
     }
 
     /// SIGKILL, as the OOM killer or a node failure would.
@@ -214,12 +234,42 @@ impl Rollout {
             .unwrap()
     }
 
-    /// The canary weight of the live VirtualService `podinfo`.
+    /// Applies podinfo `tag` (healthy) mounting the ConfigMap `config`.
+    pub async fn apply_app_with_config(&self, tag: &str, config: &str) {
+        self.apply(
+            "kustomize-controller",
+            &podinfo(tag, 0.001, 40.0, Some(config)),
+        )
+        .await;
+    }
+
+    /// The live HTTPRoute `podinfo`.
+    pub async fn http_route(&self) -> Option<DynamicObject> {
+        let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.ns, &ApiResource::from_gvk(&gvk));
+        api.get_opt("podinfo").await.ok()?
+    }
+
+    /// The (primary, canary) weights of the live route `podinfo`: the VirtualService,
+    /// or the HTTPRoute for the Gateway API providers.
     pub async fn vs_weights(&self) -> Option<(u64, u64)> {
         let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService");
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &self.ns, &ApiResource::from_gvk(&gvk));
-        let vs = api.get_opt("podinfo").await.ok()??;
+        let Some(vs) = api.get_opt("podinfo").await.ok()? else {
+            let route = self.http_route().await?;
+            let backends = route.data["spec"]["rules"][0]["backendRefs"]
+                .as_array()?
+                .clone();
+            let weight = |name: &str| {
+                backends
+                    .iter()
+                    .find(|b| b["name"] == name)
+                    .and_then(|b| b["weight"].as_u64())
+            };
+            return Some((weight("podinfo-primary")?, weight("podinfo-canary")?));
+        };
         let route = vs.data["spec"]["http"][0]["route"].as_array()?.clone();
         let weight = |host: &str| {
             route

@@ -1,0 +1,361 @@
+//! Gateway API: an HTTPRoute `<svc>` attached to the parents in `service.gatewayRefs`
+//! (Gateways for north-south traffic; with none given, the apex Service itself, as
+//! GAMMA meshes such as Linkerd and Istio ambient route east-west traffic), with one rule
+//! whose weighted `backendRefs` are `<svc>-primary` and `<svc>-canary`. The `linkerd`
+//! provider is this router. The objects are validated by the real Gateway API CRDs.
+//!
+//! A route is only programmed once its parents accept it: [`acceptance`] reads the
+//! route's `status.parents` so that the controller holds progress until they have.
+
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use super::{Backends, TrafficRouter, Weights, apex_service};
+use crate::api::Canary;
+
+pub struct GatewayApiRouter;
+
+pub const API_VERSION: &str = "gateway.networking.k8s.io/v1";
+
+fn owner(canary: &Canary) -> Value {
+    json!(
+        canary
+            .controller_owner_ref(&())
+            .map(|o| vec![o])
+            .unwrap_or_default()
+    )
+}
+
+/// The parents the route attaches to: `service.gatewayRefs`, or the apex Service.
+pub fn parent_refs(canary: &Canary) -> Vec<Value> {
+    let svc = &canary.spec.service;
+    if svc.gateway_refs.is_empty() {
+        return vec![json!({
+            "group": "",
+            "kind": "Service",
+            "name": canary.service_name(),
+            "port": svc.port,
+        })];
+    }
+    svc.gateway_refs
+        .iter()
+        .map(|p| {
+            let mut parent = json!({"name": p.name});
+            let group = p.group.as_deref().map(|g| if g == "core" { "" } else { g });
+            let fields = [
+                ("group", group.map(|g| json!(g))),
+                ("kind", p.kind.as_ref().map(|k| json!(k))),
+                ("namespace", p.namespace.as_ref().map(|n| json!(n))),
+                ("sectionName", p.section_name.as_ref().map(|s| json!(s))),
+                ("port", p.port.map(|p| json!(p))),
+            ];
+            for (key, value) in fields {
+                if let Some(value) = value {
+                    parent[key] = value;
+                }
+            }
+            parent
+        })
+        .collect()
+}
+
+/// Whether `parent` (a ParentReference as written in a route) names a Service.
+fn is_service(parent: &Value) -> bool {
+    parent["kind"] == "Service"
+}
+
+/// Istio-style header operations (`{request: {set, add, remove}}`) as a Gateway API
+/// RequestHeaderModifier filter.
+fn header_filter(headers: &Value) -> Option<Value> {
+    let request = headers.get("request")?;
+    let pairs = |key: &str| -> Vec<Value> {
+        request[key]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(name, value)| json!({"name": name, "value": value.as_str().unwrap_or_default()}))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut modifier = json!({});
+    for key in ["set", "add"] {
+        let list = pairs(key);
+        if !list.is_empty() {
+            modifier[key] = json!(list);
+        }
+    }
+    if let Some(remove) = request["remove"].as_array().filter(|r| !r.is_empty()) {
+        modifier["remove"] = json!(remove);
+    }
+    (modifier.as_object().is_some_and(|m| !m.is_empty()))
+        .then(|| json!({"type": "RequestHeaderModifier", "requestHeaderModifier": modifier}))
+}
+
+/// Istio-style rewrites (`{uri, authority}`) as a URLRewrite filter: the authority
+/// becomes the hostname, the uri a full path replacement.
+fn rewrite_filter(rewrite: &Value) -> Option<Value> {
+    let mut url = json!({});
+    if let Some(host) = rewrite["authority"].as_str() {
+        url["hostname"] = json!(host);
+    }
+    if let Some(uri) = rewrite["uri"].as_str() {
+        url["path"] = json!({"type": "ReplaceFullPath", "replaceFullPath": uri});
+    }
+    (url.as_object().is_some_and(|m| !m.is_empty()))
+        .then(|| json!({"type": "URLRewrite", "urlRewrite": url}))
+}
+
+/// The HTTPRoute for this split.
+pub fn http_route(canary: &Canary, weights: Weights) -> Value {
+    let svc = &canary.spec.service;
+    let parents = parent_refs(canary);
+    let backend = |name: String, weight: u32| json!({"group": "", "kind": "Service", "name": name, "port": svc.port, "weight": weight});
+    let mut rule = json!({
+        "backendRefs": [
+            backend(canary.primary_service_name(), weights.primary),
+            backend(canary.canary_service_name(), weights.canary),
+        ]
+    });
+    let filters: Vec<Value> = [
+        svc.headers.as_ref().and_then(header_filter),
+        svc.rewrite.as_ref().and_then(rewrite_filter),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !filters.is_empty() {
+        rule["filters"] = json!(filters);
+    }
+    if let Some(timeout) = &svc.timeout {
+        rule["timeouts"] = json!({"request": timeout});
+    }
+    let mut spec = json!({"parentRefs": parents, "rules": [rule]});
+    // Hostnames only mean something to Gateways; a Service parent routes its own name.
+    if !svc.hosts.is_empty() && !parents.iter().all(is_service) {
+        spec["hostnames"] = json!(svc.hosts);
+    }
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": canary.service_name(),
+            "namespace": canary.namespace(),
+            "ownerReferences": owner(canary),
+        },
+        "spec": spec,
+    })
+}
+
+impl TrafficRouter for GatewayApiRouter {
+    fn desired(&self, canary: &Canary, backends: &Backends, weights: Weights) -> Vec<Value> {
+        vec![
+            apex_service(canary, &backends.primary, true),
+            http_route(canary, weights),
+        ]
+    }
+
+    fn revert(&self, canary: &Canary, backends: &Backends) -> Vec<Value> {
+        vec![
+            apex_service(canary, &backends.canary, false),
+            http_route(canary, Weights::with_canary(100)),
+        ]
+    }
+}
+
+fn same_parent(written: &Value, reported: &Value, route_namespace: &str) -> bool {
+    let or = |v: &Value, default: &str| v.as_str().unwrap_or(default).to_string();
+    let group = |v: &Value| {
+        let g = or(v, "gateway.networking.k8s.io");
+        if g == "core" { String::new() } else { g }
+    };
+    written["name"] == reported["name"]
+        && or(&written["kind"], "Gateway") == or(&reported["kind"], "Gateway")
+        && group(&written["group"]) == group(&reported["group"])
+        && or(&written["namespace"], route_namespace) == or(&reported["namespace"], route_namespace)
+        && written["sectionName"] == reported["sectionName"]
+        && written["port"] == reported["port"]
+}
+
+/// Whether every parent of the live `route` has accepted its current generation, and
+/// if not, why (a sentence for the Canary's condition).
+pub fn acceptance(route: &Value) -> Result<(), String> {
+    let name = route["metadata"]["name"].as_str().unwrap_or_default();
+    let namespace = route["metadata"]["namespace"].as_str().unwrap_or_default();
+    let generation = route["metadata"]["generation"].as_i64().unwrap_or(0);
+    let empty = Vec::new();
+    let reported = route["status"]["parents"].as_array().unwrap_or(&empty);
+    for parent in route["spec"]["parentRefs"].as_array().unwrap_or(&empty) {
+        let label = format!(
+            "{} {}",
+            parent["kind"].as_str().unwrap_or("Gateway"),
+            parent["name"].as_str().unwrap_or_default()
+        );
+        let accepted = reported
+            .iter()
+            .filter(|r| same_parent(parent, &r["parentRef"], namespace))
+            .flat_map(|r| r["conditions"].as_array().unwrap_or(&empty))
+            .find(|c| c["type"] == "Accepted");
+        match accepted {
+            None => {
+                return Err(format!(
+                    "{label} has not accepted HTTPRoute {name} yet (no status from its controller)"
+                ));
+            }
+            Some(c) if c["status"] != "True" => {
+                return Err(format!(
+                    "{label} does not accept HTTPRoute {name}: {}: {}",
+                    c["reason"].as_str().unwrap_or_default(),
+                    c["message"].as_str().unwrap_or_default()
+                ));
+            }
+            Some(c) if c["observedGeneration"].as_i64().unwrap_or(0) < generation => {
+                return Err(format!(
+                    "{label} has not observed generation {generation} of HTTPRoute {name} yet"
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The canary weight the live HTTPRoute routes, if it exists and has the split.
+pub fn canary_weight_of(route: &Value, canary_service: &str) -> Option<u32> {
+    route["spec"]["rules"][0]["backendRefs"]
+        .as_array()?
+        .iter()
+        .find(|r| r["name"] == canary_service)
+        .map(|r| r["weight"].as_u64().unwrap_or(1) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canary(service: &str) -> Canary {
+        serde_yaml::from_str(&format!(
+            r#"
+apiVersion: serin.dev/v1alpha1
+kind: Canary
+metadata: {{name: podinfo, namespace: test, uid: "1"}}
+spec:
+  provider: gatewayapi:v1beta1
+  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
+  service:
+{service}
+  analysis: {{interval: 1s, threshold: 2, maxWeight: 50, stepWeight: 10}}
+"#
+        ))
+        .unwrap()
+    }
+
+    fn north_south() -> Canary {
+        canary(
+            r#"    port: 9898
+    hosts: [app.example.com]
+    timeout: 15s
+    gatewayRefs: [{name: public, namespace: istio-ingress}]
+    headers: {request: {set: {x-env: prod}, remove: [x-debug]}}
+    rewrite: {uri: /api}"#,
+        )
+    }
+
+    #[test]
+    fn the_route_splits_traffic_between_primary_and_canary_services_behind_the_gateways() {
+        let route = http_route(&north_south(), Weights::with_canary(30));
+        assert_eq!(route["apiVersion"], "gateway.networking.k8s.io/v1");
+        assert_eq!(
+            route["spec"]["parentRefs"],
+            json!([{"name": "public", "namespace": "istio-ingress"}])
+        );
+        assert_eq!(route["spec"]["hostnames"], json!(["app.example.com"]));
+        let rule = &route["spec"]["rules"][0];
+        assert_eq!(
+            rule["backendRefs"],
+            json!([
+                {"group": "", "kind": "Service", "name": "podinfo-primary", "port": 9898, "weight": 70},
+                {"group": "", "kind": "Service", "name": "podinfo-canary", "port": 9898, "weight": 30},
+            ])
+        );
+        assert_eq!(rule["timeouts"], json!({"request": "15s"}));
+        assert_eq!(
+            rule["filters"],
+            json!([
+                {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-env", "value": "prod"}], "remove": ["x-debug"]}},
+                {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplaceFullPath", "replaceFullPath": "/api"}}},
+            ])
+        );
+        assert_eq!(canary_weight_of(&route, "podinfo-canary"), Some(30));
+    }
+
+    #[test]
+    fn without_gateway_refs_the_route_attaches_to_the_apex_service() {
+        let route = http_route(
+            &canary("    port: 9898\n    hosts: [app.example.com]"),
+            Weights::with_canary(0),
+        );
+        assert_eq!(
+            route["spec"]["parentRefs"],
+            json!([{"group": "", "kind": "Service", "name": "podinfo", "port": 9898}])
+        );
+        assert!(route["spec"].get("hostnames").is_none());
+        assert!(route["spec"]["rules"][0].get("filters").is_none());
+    }
+
+    #[test]
+    fn the_router_owns_the_apex_service_and_reverts_to_the_target() {
+        let backends = Backends {
+            primary: [("app".to_string(), "podinfo-primary".to_string())].into(),
+            canary: [("app".to_string(), "podinfo".to_string())].into(),
+        };
+        let objects = GatewayApiRouter.desired(&north_south(), &backends, Weights::with_canary(10));
+        assert_eq!(objects[0]["kind"], "Service");
+        assert_eq!(
+            objects[0]["spec"]["selector"],
+            json!({"app": "podinfo-primary"})
+        );
+        assert_eq!(objects[1]["kind"], "HTTPRoute");
+        let reverted = GatewayApiRouter.revert(&north_south(), &backends);
+        assert_eq!(reverted[0]["spec"]["selector"], json!({"app": "podinfo"}));
+        assert_eq!(canary_weight_of(&reverted[1], "podinfo-canary"), Some(100));
+    }
+
+    fn live(generation: i64, parents: Value) -> Value {
+        let mut route = http_route(&north_south(), Weights::with_canary(10));
+        route["metadata"]["generation"] = json!(generation);
+        route["status"] = json!({"parents": parents});
+        route
+    }
+
+    fn reported(status: &str, observed: i64) -> Value {
+        json!({
+            "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "public", "namespace": "istio-ingress"},
+            "controllerName": "example.com/gateway",
+            "conditions": [{"type": "Accepted", "status": status, "reason": if status == "True" {"Accepted"} else {"NotAllowedByListeners"}, "message": "no listener allows routes from test", "observedGeneration": observed}],
+        })
+    }
+
+    #[test]
+    fn a_route_is_accepted_only_when_every_parent_accepted_its_current_generation() {
+        assert_eq!(acceptance(&live(3, json!([reported("True", 3)]))), Ok(()));
+        let cases = [
+            (
+                json!([]),
+                "Gateway public has not accepted HTTPRoute podinfo yet",
+            ),
+            (
+                json!([reported("True", 2)]),
+                "Gateway public has not observed generation 3",
+            ),
+            (
+                json!([reported("False", 3)]),
+                "Gateway public does not accept HTTPRoute podinfo: NotAllowedByListeners: no listener allows routes from test",
+            ),
+        ];
+        for (parents, why) in cases {
+            let err = acceptance(&live(3, parents)).unwrap_err();
+            assert!(err.starts_with(why), "{err}");
+        }
+    }
+}
