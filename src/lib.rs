@@ -10,6 +10,7 @@ pub mod bench;
 pub mod cli;
 pub mod controller;
 pub mod gates;
+pub mod notify;
 pub mod rollout;
 pub mod router;
 pub mod sim;

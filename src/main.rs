@@ -12,6 +12,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start-up: the size of the run arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the controller.
     Run(RunArgs),
@@ -85,6 +87,13 @@ struct RunArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "SERIN_LOG_JSON")]
     log_json: bool,
+    /// AlertProvider (`namespace/name`) that gets every Canary's notifications, in
+    /// addition to the Canary's own `analysis.alerts`.
+    #[arg(long, env = "SERIN_ALERT_PROVIDER", value_name = "NAMESPACE/NAME")]
+    alert_provider: Option<String>,
+    /// Lowest severity sent to the default alert provider: info, warn or error.
+    #[arg(long, env = "SERIN_ALERT_SEVERITY", default_value = "info", value_parser = ["info", "warn", "error"])]
+    alert_severity: String,
     /// Elect a leader among the replicas on a Lease: only the leader acts. Turn it off
     /// only when exactly one replica runs.
     #[arg(long, env = "SERIN_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
@@ -164,6 +173,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = serin::telemetry::Metrics::new(&mut registry);
+    let notify_metrics = serin::notify::NotifyMetrics::new(
+        registry.sub_registry_with_prefix(serin::telemetry::metrics::PREFIX),
+    );
     let leader_metrics = leader::LeaderMetrics::default();
     leader_metrics.register(registry.sub_registry_with_prefix("serin"));
     metrics.set_info(env!("CARGO_PKG_VERSION"), "istio");
@@ -177,9 +189,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             tracing::error!(error = %e, "the metrics server stopped");
         }
     });
+    let severity = match args.alert_severity.as_str() {
+        "warn" => serin::api::AlertSeverity::Warn,
+        "error" => serin::api::AlertSeverity::Error,
+        _ => serin::api::AlertSeverity::Info,
+    };
+    let default_provider = match &args.alert_provider {
+        Some(r) => Some(
+            serin::notify::DefaultProvider::parse(r, severity)
+                .ok_or_else(|| anyhow::anyhow!("--alert-provider takes namespace/name"))?,
+        ),
+        None => None,
+    };
+    let notify = serin::notify::Settings {
+        default: default_provider,
+        metrics: notify_metrics,
+        ..Default::default()
+    };
     let config = serin::controller::Config {
         metrics_server: args.metrics_server,
         namespace: args.namespace,
+        notify,
     };
     // The controller stops taking work on SIGTERM, but kube's graceful shutdown also
     // waits for every scheduled requeue (up to an interval away). Every step is

@@ -20,8 +20,9 @@ pub use canary::{
     AlertSeverity, Approvals, AutoscalerRef, Canary, CanaryAlert, CanaryAnalysis, CanaryMetric,
     CanaryPhase, CanaryService, CanarySpec, CanaryStatus, CanaryWebhook, ConformanceTest,
     CustomMetadata, Direction, HISTORY_LIMIT, Judge, MetricComparison, NoDataPolicy,
-    ParentReference, Provider, ProviderObjectRef, ProviderRef, Release, ScalerReplicas, Sequential,
-    SessionAffinity, TargetRef, TemplateRef, ThresholdRange, UnmanagedMetadata, WebhookType,
+    ParentReference, PendingNotification, Provider, ProviderObjectRef, ProviderRef, Release,
+    ScalerReplicas, Sequential, SessionAffinity, TargetRef, TemplateRef, ThresholdRange,
+    UnmanagedMetadata, WebhookType,
 };
 pub use duration::DurationError;
 pub use metric_template::{

@@ -111,12 +111,16 @@ pub struct Config {
     pub metrics_server: String,
     /// Watch only this namespace.
     pub namespace: Option<String>,
+    /// The default alert provider, retries and the notification series.
+    pub notify: crate::notify::Settings,
 }
 
 pub struct Context {
     pub client: Client,
     pub config: Config,
     pub metrics: Metrics,
+    /// Delivers the notifications recorded in status, off the reconcile's path.
+    pub notifier: Arc<crate::notify::Dispatcher>,
 }
 
 /// Time since the current analysis started (zero before it starts).
@@ -401,7 +405,30 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
     // Tracked configs are recorded so that their watches wake this Canary.
     let hashes = observe::config_hashes(&snapshot.configs);
     plan.status.tracked_configs = (!hashes.is_empty()).then_some(hashes);
+    // Notifications are recorded with the transition that causes them, in one write.
+    let image = snapshot.target.as_ref().and_then(|t| {
+        t.spec
+            .as_ref()?
+            .template
+            .spec
+            .as_ref()?
+            .containers
+            .first()?
+            .image
+            .clone()
+    });
+    crate::notify::enqueue(
+        &mut plan.status,
+        canary,
+        &plan.events,
+        image.as_deref(),
+        ctx.notifier.default_severity(),
+        now,
+    );
     act::act(ctx, canary, &snapshot, &plan).await?;
+    if !plan.status.pending_notifications.is_empty() {
+        ctx.notifier.offer(canary);
+    }
     record(ctx, canary, &plan.status);
     info!(phase = %plan.status.phase, weight = plan.status.canary_weight, failed_checks = plan.status.failed_checks, "reconciled");
     Ok(Action::requeue(plan.requeue))
@@ -542,10 +569,12 @@ where
 pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readiness) {
     let ns = config.namespace.clone();
     let canaries: Api<Canary> = api(&client, &ns);
+    let notifier = crate::notify::Dispatcher::new(client.clone(), config.notify.clone());
     let ctx = Arc::new(Context {
         client: client.clone(),
         config,
         metrics: metrics.clone(),
+        notifier,
     });
     let controller = Controller::new(canaries, watcher::Config::default().any_semantic());
     let store = controller.store();

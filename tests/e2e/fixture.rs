@@ -61,6 +61,8 @@ pub struct Rollout {
     pub serin: Option<Process>,
     pub _sim: Process,
     pub started: Instant,
+    /// Arguments added to `serin run` by [`Rollout::start_controller`].
+    pub controller_args: Vec<String>,
 }
 
 impl Drop for Rollout {
@@ -123,12 +125,31 @@ impl Rollout {
             serin: None,
             _sim: sim,
             started: Instant::now(),
+            controller_args: Vec::new(),
         }
     }
 
     pub fn start_controller(&mut self) {
         let identity = format!("serin-{}", self.ns);
-        self.serin = Some(self.spawn_controller(&identity, &[]));
+        let extra: Vec<&str> = self.controller_args.iter().map(String::as_str).collect();
+        self.serin = Some(self.spawn_controller(&identity, &extra));
+    }
+
+    /// Restarts the controller with `args` added to `serin run`.
+    pub async fn restart_controller_with(&mut self, args: &[&str]) {
+        self.kill_controller().await;
+        self.controller_args = args.iter().map(|a| a.to_string()).collect();
+        self.start_controller();
+    }
+
+    /// The whole controller log (every start, since they append to one file).
+    pub fn controller_log_full(&self) -> String {
+        let log = self
+            .env
+            .dir
+            .join("logs")
+            .join(format!("serin-{}.log", self.ns));
+        std::fs::read_to_string(log).unwrap_or_default()
     }
 
     /// Starts a controller process for this namespace (one replica), with `extra`

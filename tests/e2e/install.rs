@@ -337,8 +337,23 @@ async fn full_scenario(rollout: &Rollout, provider: &str, failing_test: bool) {
             }),
         )
         .await;
+    // An alert whose receiver is not listening: serin reads its AlertProvider (and
+    // fails to deliver, which is not a permission problem).
+    rollout
+        .apply(
+            "kustomize-controller",
+            &serde_json::json!({
+                "apiVersion": "serin.dev/v1alpha1", "kind": "AlertProvider",
+                "metadata": {"name": "on-call"},
+                "spec": {"type": "generic", "address": "http://127.0.0.1:9/hook"}
+            }),
+        )
+        .await;
     let mut spec = canary_spec(5);
     spec["spec"]["provider"] = provider.into();
+    spec["spec"]["analysis"]["alerts"] = serde_json::json!([
+        {"name": "on-call", "severity": "info", "providerRef": {"name": "on-call"}}
+    ]);
     spec["spec"]["autoscalerRef"] = serde_json::json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "podinfo"});
     spec["spec"]["analysis"]["metrics"] = serde_json::json!([
         {"name": "success", "templateRef": {"name": "success"}, "thresholdRange": {"min": 90}, "interval": "5s"}

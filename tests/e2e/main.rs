@@ -3,6 +3,7 @@
 
 mod admission;
 mod bluegreen;
+mod dashboards;
 mod decisions;
 mod fixture;
 mod gates;
@@ -10,6 +11,7 @@ mod gatewayapi;
 mod harness;
 mod install;
 mod lifecycle;
+mod notify;
 mod operate;
 mod rollout;
 mod safety;

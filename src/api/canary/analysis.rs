@@ -447,6 +447,9 @@ pub struct CanaryAlert {
     pub severity: Option<AlertSeverity>,
     /// The AlertProvider that delivers the notifications.
     pub provider_ref: ProviderRef,
+    /// Also send a message for each traffic step (serin addition; default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub steps: bool,
 }
 
 /// Severity of a notification.

@@ -27,7 +27,7 @@ pub use analysis::{
     TemplateRef, ThresholdRange, WebhookType,
 };
 pub use service::{CanaryService, CustomMetadata, ParentReference, UnmanagedMetadata};
-pub use status::{CanaryPhase, CanaryStatus, HISTORY_LIMIT, Release};
+pub use status::{CanaryPhase, CanaryStatus, HISTORY_LIMIT, PendingNotification, Release};
 
 /// Flagger's default analysis interval.
 pub const DEFAULT_ANALYSIS_INTERVAL: Duration = Duration::from_secs(60);

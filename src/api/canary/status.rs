@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::schema;
 
+use super::analysis::AlertSeverity;
+
 /// Observed state of a Canary.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -76,6 +78,13 @@ pub struct CanaryStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub history: Vec<Release>,
+
+    /// Notifications decided but not yet delivered to every alert that wants them
+    /// (serin addition). Each is recorded with the transition that caused it, in the same
+    /// status write, and removed once delivered or given up, so a restart resends what
+    /// is left and nothing twice. Holds alert names, never webhook addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_notifications: Vec<PendingNotification>,
 }
 
 /// How many releases `status.history` keeps.
@@ -97,6 +106,45 @@ pub struct Release {
     /// Why it ended so: the rollback's reason, or the promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// A notification still to be delivered (serin addition).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingNotification {
+    /// Idempotency key of the event that caused it.
+    pub key: String,
+    /// Event reason, e.g. RolledBack or Succeeded.
+    pub reason: String,
+    /// Severity of the event: info, warn or error.
+    pub severity: AlertSeverity,
+    /// Phase after the transition.
+    pub phase: CanaryPhase,
+    /// Revision the event is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Image of the target's first container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Canary weight after the transition.
+    #[serde(default)]
+    pub weight: i32,
+    /// The metric, webhook, Job or gate that decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    /// The value it measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// The metric's accepted range, e.g. ">= 99".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<String>,
+    /// One readable sentence.
+    pub message: String,
+    /// When the transition was decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+    /// Alerts (by name; `(default)` for the provider of `serin run`) still to receive it.
+    pub targets: Vec<String>,
 }
 
 /// Phase of a Canary's rollout, with Flagger's names.
