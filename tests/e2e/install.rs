@@ -489,6 +489,7 @@ fn objects(yaml: &str) -> std::collections::BTreeMap<(String, String), serde_jso
         if let Some(meta) = value["metadata"].as_object_mut() {
             meta.remove("labels");
         }
+        let value = numbers_by_value(&value);
         let key = (
             value["kind"].as_str().unwrap().to_string(),
             value["metadata"]["name"].as_str().unwrap().to_string(),
@@ -496,6 +497,22 @@ fn objects(yaml: &str) -> std::collections::BTreeMap<(String, String), serde_jso
         out.insert(key, value);
     }
     out
+}
+
+/// YAML writers differ on `100` and `100.0` (kustomize rewrites the CRDs' floats as
+/// integers); compare numbers by value.
+fn numbers_by_value(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => serde_json::json!(n.as_f64().unwrap_or_default()),
+        Value::Array(items) => Value::Array(items.iter().map(numbers_by_value).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), numbers_by_value(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 fn helm_template(set: &[&str]) -> String {
