@@ -401,7 +401,7 @@ pub async fn publish(ctx: &Context, canary: &Canary, event: &crate::rollout::pla
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::fixtures::{Clock, observed, plan_with, ready};
+    use crate::rollout::fixtures::{Clock, analysing_rev_b, plan_with, rev_b_ready};
     use crate::rollout::plan::{Gates, Verdict};
     use k8s_openapi::api::apps::v1::DeploymentSpec;
 
@@ -418,17 +418,8 @@ mod tests {
     #[test]
     fn a_rollback_is_recorded_in_status_before_the_route_and_the_scale_reflect_it() {
         let clock = Clock::start();
-        let canary = Canary::test().threshold(1).with_status(|s| {
-            s.phase(crate::api::CanaryPhase::Progressing)
-                .settled_on("rev-a")
-                .applied("rev-b")
-                .weight(30)
-                .analysis_started_at(clock.ago_secs(120))
-                .last_analysed_at(clock.ago_secs(60))
-        });
-        let world = observed()
-            .target("rev-b", ready())
-            .primary("rev-a", ready());
+        let canary = analysing_rev_b(Canary::test().threshold(1), &clock, 30, 60);
+        let world = rev_b_ready();
         let plan = plan_with(
             &canary,
             &world,
@@ -453,17 +444,8 @@ mod tests {
     #[test]
     fn a_step_is_recorded_in_status_before_the_route_sends_the_traffic() {
         let clock = Clock::start();
-        let canary = Canary::test().with_status(|s| {
-            s.phase(crate::api::CanaryPhase::Progressing)
-                .settled_on("rev-a")
-                .applied("rev-b")
-                .weight(10)
-                .analysis_started_at(clock.ago_secs(120))
-                .last_analysed_at(clock.ago_secs(60))
-        });
-        let world = observed()
-            .target("rev-b", ready())
-            .primary("rev-a", ready());
+        let canary = analysing_rev_b(Canary::test(), &clock, 10, 60);
+        let world = rev_b_ready();
         let plan = plan_with(
             &canary,
             &world,

@@ -267,6 +267,27 @@ impl Clock {
     }
 }
 
+/// A canary analysing `rev-b` while the primary serves `rev-a`, at `weight`, last
+/// checked `since_step` seconds before the clock's time (its analysis started a minute
+/// before that).
+pub fn analysing_rev_b(canary: Canary, clock: &Clock, weight: i32, since_step: u64) -> Canary {
+    canary.with_status(|s| {
+        s.phase(CanaryPhase::Progressing)
+            .settled_on("rev-a")
+            .applied("rev-b")
+            .weight(weight)
+            .analysis_started_at(clock.ago_secs(since_step + 60))
+            .last_analysed_at(clock.ago_secs(since_step))
+    })
+}
+
+/// Both workloads ready: the target runs `rev-b`, the primary `rev-a`.
+pub fn rev_b_ready() -> Observed {
+    observed()
+        .target("rev-b", ready())
+        .primary("rev-a", ready())
+}
+
 /// Plans one reconcile with no gates and no verdict.
 pub fn plan_at(canary: &Canary, observed: &Observed, now: Timestamp) -> Plan {
     plan_with(canary, observed, Gates::default(), None, now)

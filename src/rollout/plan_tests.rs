@@ -60,9 +60,7 @@ fn analysing(canary: Canary, clock: &Clock, weight: i32, since_step: u64) -> Can
 }
 
 fn target_b_ready() -> Observed {
-    observed()
-        .target("rev-b", ready())
-        .primary("rev-a", ready())
+    crate::rollout::fixtures::rev_b_ready()
 }
 
 /// Runs analysis rounds, one per interval, giving `verdict` whenever the checks are due,

@@ -6,7 +6,8 @@
 use crate::api::{Canary, CanaryPhase::*};
 use crate::rollout::conditions::reasons;
 use crate::rollout::fixtures::{
-    Clock, apply, canary, not_ready, observed, plan_at, plan_with, ready,
+    Clock, analysing_rev_b, apply, canary, not_ready, observed, plan_at, plan_with, ready,
+    rev_b_ready,
 };
 use crate::rollout::plan::{
     Gates, PrimaryAction, Severity, TargetScale, Traffic, Verdict, analysis_due, needs,
@@ -18,19 +19,6 @@ fn route(weight: u32) -> Traffic {
     }
 }
 
-/// A canary analysing `rev-b` (the primary serves `rev-a`) at `weight`, last checked
-/// `since_step` seconds ago.
-fn analysing(canary: Canary, clock: &Clock, weight: i32, since_step: u64) -> Canary {
-    canary.with_status(|s| {
-        s.phase(Progressing)
-            .settled_on("rev-a")
-            .applied("rev-b")
-            .weight(weight)
-            .analysis_started_at(clock.ago_secs(since_step + 60))
-            .last_analysed_at(clock.ago_secs(since_step))
-    })
-}
-
 // 1. Initialization takes the primary's revision, not the target's.
 
 #[test]
@@ -38,9 +26,7 @@ fn a_target_changed_during_bootstrap_is_analysed_not_taken_as_promoted() {
     let clock = Clock::start();
     let mut canary = canary().with_status(|s| s.phase(Initializing));
     // The primary was built from rev-a; Flux applied rev-b while it started.
-    let world = observed()
-        .target("rev-b", ready())
-        .primary("rev-a", ready());
+    let world = rev_b_ready();
     let plan = plan_at(&canary, &world, clock.now());
     assert_eq!(plan.status.phase, Initialized);
     assert_eq!(plan.status.last_promoted_spec.as_deref(), Some("rev-a"));
@@ -82,7 +68,7 @@ fn the_apex_service_and_route_wait_for_the_primary_to_be_ready() {
 #[test]
 fn a_canary_that_stops_being_ready_loses_its_traffic_at_once_and_gets_it_back() {
     let clock = Clock::start();
-    let canary = analysing(canary().interval_secs(60), &clock, 30, 10);
+    let canary = analysing_rev_b(canary().interval_secs(60), &clock, 30, 10);
     let crashing = observed()
         .target("rev-b", not_ready("1 of 3 replicas available"))
         .primary("rev-a", ready());
@@ -95,16 +81,14 @@ fn a_canary_that_stops_being_ready_loses_its_traffic_at_once_and_gets_it_back() 
     assert!(plan.status.message.unwrap().contains("gets no traffic"));
     assert!(!needs(&canary, &crashing, clock.now()).analysis);
 
-    let recovered = observed()
-        .target("rev-b", ready())
-        .primary("rev-a", ready());
+    let recovered = rev_b_ready();
     assert_eq!(plan_at(&canary, &recovered, clock.now()).traffic, route(30));
 }
 
 // 4. WaitingPromotion keeps checking and keeps the deadline.
 
 fn waiting_promotion(clock: &Clock, since_check: u64) -> Canary {
-    analysing(
+    analysing_rev_b(
         canary()
             .requires_promotion_approval()
             .max_weight(50)
@@ -121,9 +105,7 @@ fn waiting_promotion(clock: &Clock, since_check: u64) -> Canary {
 fn while_a_promotion_waits_for_approval_the_checks_keep_running_and_roll_back_a_degrading_canary() {
     let clock = Clock::start();
     let mut canary = waiting_promotion(&clock, 10);
-    let world = observed()
-        .target("rev-b", ready())
-        .primary("rev-a", ready());
+    let world = rev_b_ready();
     assert!(analysis_due(&canary, clock.now()));
     assert!(needs(&canary, &world, clock.now()).analysis);
     for (round, phase) in [(1, WaitingPromotion), (2, Failed)] {
@@ -141,7 +123,6 @@ fn while_a_promotion_waits_for_approval_the_checks_keep_running_and_roll_back_a_
         apply(&mut canary, &plan);
         canary = canary.with_status(|s| s.last_analysed_at(clock.ago_secs(10)));
     }
-    let canary = canary.with_status(|s| s);
     assert_eq!(canary.status.unwrap().canary_weight, 0);
 }
 
@@ -167,9 +148,7 @@ fn while_a_promotion_waits_an_unready_canary_gets_no_traffic_and_the_deadline_ap
 fn an_approved_promotion_still_needs_the_canary_to_pass_its_checks_first() {
     let clock = Clock::start();
     let canary = waiting_promotion(&clock, 2);
-    let world = observed()
-        .target("rev-b", ready())
-        .primary("rev-a", ready());
+    let world = rev_b_ready();
     let approved = Gates {
         promotion_approved: true,
         ..Gates::default()
@@ -184,7 +163,7 @@ fn an_approved_promotion_still_needs_the_canary_to_pass_its_checks_first() {
 #[test]
 fn one_traffic_increase_approval_lets_exactly_one_step_through() {
     let clock = Clock::start();
-    let mut canary = analysing(
+    let mut canary = analysing_rev_b(
         canary()
             .requires_traffic_increase_approval()
             .interval_secs(10),
@@ -192,9 +171,7 @@ fn one_traffic_increase_approval_lets_exactly_one_step_through() {
         10,
         10,
     );
-    let world = observed()
-        .target("rev-b", ready())
-        .primary("rev-a", ready());
+    let world = rev_b_ready();
     // serin.dev/approve-traffic-increase: rev-b@10
     let approved_at_10 = Gates {
         traffic_increase_approved_at: Some(10),
@@ -240,7 +217,7 @@ fn a_suspended_canary_plans_no_write_to_services_routes_or_workloads() {
         Failed,
     ] {
         let canary =
-            analysing(canary().suspended(), &clock, 20, 600).with_status(|s| s.phase(phase));
+            analysing_rev_b(canary().suspended(), &clock, 20, 600).with_status(|s| s.phase(phase));
         let world = observed()
             .target("rev-c", ready())
             .primary("rev-b", ready());
@@ -260,7 +237,8 @@ fn a_suspended_canary_plans_no_write_to_services_routes_or_workloads() {
 // 9. A new revision during Promoting.
 
 fn promoting(clock: &Clock) -> Canary {
-    analysing(canary().step_weight_promotion(10), clock, 40, 60).with_status(|s| s.phase(Promoting))
+    analysing_rev_b(canary().step_weight_promotion(10), clock, 40, 60)
+        .with_status(|s| s.phase(Promoting))
 }
 
 #[test]
@@ -306,10 +284,8 @@ fn a_new_revision_before_the_primary_took_the_analysed_one_restarts_the_analysis
 #[test]
 fn a_step_planned_twice_from_the_same_state_has_the_same_idempotency_key() {
     let clock = Clock::start();
-    let canary = analysing(canary().interval_secs(10), &clock, 10, 10);
-    let world = observed()
-        .target("rev-b", ready())
-        .primary("rev-a", ready());
+    let canary = analysing_rev_b(canary().interval_secs(10), &clock, 10, 10);
+    let world = rev_b_ready();
     let first = plan_with(
         &canary,
         &world,
@@ -352,10 +328,8 @@ fn a_step_planned_twice_from_the_same_state_has_the_same_idempotency_key() {
 #[test]
 fn a_rollback_event_names_the_failing_metric_and_its_value() {
     let clock = Clock::start();
-    let canary = analysing(canary().threshold(1), &clock, 30, 60);
-    let world = observed()
-        .target("rev-b", ready())
-        .primary("rev-a", ready());
+    let canary = analysing_rev_b(canary().threshold(1), &clock, 30, 60);
+    let world = rev_b_ready();
     let finding = crate::rollout::verdict::Finding {
         metric: Some("request-success-rate".into()),
         value: Some(80.0),
