@@ -1,0 +1,339 @@
+//! The analysis of a revision: the first step once the conformance tests and the
+//! `pre-rollout`/`confirm-traffic-increase` webhooks allow it, then one verdict per
+//! interval (step, hold, count a failed check, roll back), blue/green rounds, and the
+//! approvals and gates on the way to promotion.
+
+use super::*;
+
+pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
+    let input = b.input;
+    let canary = input.canary;
+    let status = b.status.clone();
+    let waiting_promotion = status.phase == CanaryPhase::WaitingPromotion;
+    // Keep asking for the canary's replicas: a restart between the status write and the
+    // scale-up, or someone scaling it down, must not leave the analysis without pods.
+    b.target = TargetScale::Up;
+    if status.last_applied_spec.as_deref() != Some(&target.revision) {
+        b.restart(&target.revision, "analysis");
+        return;
+    }
+    if input.gates.abort {
+        b.rollback(&aborted(target));
+        return;
+    }
+    if let Some(why) = &input.webhooks.rollback {
+        b.rollback(why);
+        return;
+    }
+    if let Readiness::NotReady(why) = &target.ready {
+        // The canary gets no traffic while it is not ready (see `routed_weight`). The
+        // deadline counts from the last time it was seen ready: the last step or round
+        // (taken only when it is ready), else the start of this analysis. A canary that
+        // stops being ready late in a long analysis gets the whole deadline to recover,
+        // as a Deployment's progress deadline does.
+        let last_ready = status
+            .last_analysis_time
+            .clone()
+            .or_else(|| status.analysis_start_time.clone());
+        let waited = since(&last_ready, input.now);
+        if waited > canary.spec.progress_deadline() {
+            b.rollback(&Finding::gate(
+                "progress-deadline",
+                format!(
+                    "canary not ready within the progress deadline of {}s: {why}",
+                    canary.spec.progress_deadline().as_secs()
+                ),
+            ));
+        } else {
+            b.status.message = Some(format!(
+                "the canary is not ready, so it gets no traffic: {why}"
+            ));
+            b.requeue = POLL;
+        }
+        return;
+    }
+    let threshold = canary.spec.analysis.threshold();
+    let weight = u32::try_from(status.canary_weight).unwrap_or(0);
+    let blue_green = is_blue_green(canary);
+    if blue_green && status.last_analysis_time.is_none() {
+        // The canary is ready: its rounds start now, against the canary Service; users
+        // stay on the primary until the switch.
+        b.status.analysis_start_time = Some(Time(input.now));
+        b.status.last_analysis_time = Some(Time(input.now));
+        b.status.message = Some(format!(
+            "analysing {} against the canary Service: iteration 0/{}",
+            target.revision,
+            iterations(canary)
+        ));
+        b.requeue = b.interval();
+        return;
+    }
+    if weight == 0 && !blue_green {
+        // The canary is ready: route the first step of traffic to it once the
+        // `pre-rollout` and `confirm-traffic-increase` webhooks pass. No metric checks run
+        // at weight 0, since no traffic reaches the canary yet.
+        first_step(b, target, threshold);
+        return;
+    }
+    if waiting_promotion && promotion_open(canary, input) {
+        // The analysis passed at maxWeight; the checks kept running while waiting.
+        b.event(
+            Severity::Info,
+            reasons::APPROVED,
+            format!("Promotion of {} approved", target.revision),
+        );
+        if blue_green {
+            switch_and_promote(b, target);
+        } else {
+            promote_now(b, target);
+        }
+        return;
+    }
+    let Some(verdict) = &input.verdict else {
+        let remaining = canary
+            .spec
+            .analysis
+            .interval()
+            .saturating_sub(since(&status.last_analysis_time, input.now));
+        b.requeue = if waiting_promotion {
+            POLL.min(remaining.max(Duration::from_millis(200)))
+        } else {
+            remaining.max(Duration::from_millis(200))
+        };
+        return;
+    };
+    b.status.last_analysis_time = Some(Time(input.now));
+    match verdict {
+        Verdict::Rollback(why) => b.rollback(why),
+        Verdict::Fail(why) => {
+            b.status.failed_checks += 1;
+            let failed = u32::try_from(b.status.failed_checks).unwrap_or(0);
+            b.finding(
+                Severity::Warn,
+                reasons::CHECK_FAILED,
+                format!("Halt advancement: {why} (failed checks {failed}/{threshold})"),
+                why,
+            );
+            if failed >= threshold {
+                let reason = Finding {
+                    message: format!("failed checks threshold reached {failed}/{threshold}: {why}"),
+                    ..why.clone()
+                };
+                b.rollback(&reason);
+            } else {
+                b.status.message = Some(format!("check failed ({failed}/{threshold}): {why}"));
+                b.requeue = if waiting_promotion {
+                    POLL
+                } else {
+                    b.interval()
+                };
+            }
+        }
+        Verdict::Hold(why) => {
+            b.status.marginal_checks += 1;
+            b.finding(
+                Severity::Info,
+                reasons::HOLD,
+                format!("Holding at weight {weight}: {why}"),
+                why,
+            );
+            b.status.message = Some(format!("holding at weight {weight}: {why}"));
+            b.requeue = if waiting_promotion {
+                POLL
+            } else {
+                b.interval()
+            };
+        }
+        Verdict::Pass if waiting_promotion => {
+            if let Some(Err(why)) = &input.webhooks.confirm_promotion {
+                b.status.message = Some(format!(
+                    "waiting for the confirm-promotion webhooks to promote {}: {why}; the checks keep running",
+                    target.revision
+                ));
+            }
+            b.requeue = POLL;
+        }
+        Verdict::Pass if blue_green => {
+            b.status.iterations += 1;
+            let (done, of) = (b.status.iterations, iterations(canary));
+            if done < of {
+                b.status.message = Some(format!(
+                    "analysing {} against the canary Service: iteration {done}/{of}",
+                    target.revision
+                ));
+                b.requeue = b.interval();
+            } else if canary.spec.approvals().promotion && !input.gates.promotion_approved {
+                b.event(Severity::Info, reasons::WAITING_APPROVAL, format!("Analysis of {} passed; promotion waits for approval (annotate serin.dev/approve-promotion={})", target.revision, target.revision));
+                b.phase(
+                    CanaryPhase::WaitingPromotion,
+                    format!(
+                        "waiting for approval to promote {}; the checks keep running",
+                        target.revision
+                    ),
+                );
+                b.requeue = POLL;
+            } else {
+                switch_and_promote(b, target);
+            }
+        }
+        Verdict::Pass => {
+            let promotion_hooks =
+                webhook_gate(canary, &input.webhooks, WebhookType::ConfirmPromotion);
+            if weight >= canary.spec.analysis.max_weight() {
+                if let Err(why) = promotion_hooks {
+                    let why = closed_because(why, "confirm-promotion");
+                    b.event(
+                        Severity::Info,
+                        reasons::WAITING_APPROVAL,
+                        format!(
+                            "Analysis of {} passed; promotion waits for its confirm-promotion webhooks: {why}",
+                            target.revision
+                        ),
+                    );
+                    b.phase(
+                        CanaryPhase::WaitingPromotion,
+                        format!(
+                            "waiting for the confirm-promotion webhooks to promote {}: {why}; the checks keep running",
+                            target.revision
+                        ),
+                    );
+                    b.requeue = POLL;
+                } else if canary.spec.approvals().promotion && !input.gates.promotion_approved {
+                    b.event(Severity::Info, reasons::WAITING_APPROVAL, format!("Analysis of {} passed; promotion waits for approval (annotate serin.dev/approve-promotion={})", target.revision, target.revision));
+                    b.phase(
+                        CanaryPhase::WaitingPromotion,
+                        format!(
+                            "waiting for approval to promote {} (serin approve {} --gate promotion); the checks keep running",
+                            target.revision,
+                            canary.metadata.name.as_deref().unwrap_or_default()
+                        ),
+                    );
+                    b.requeue = POLL;
+                } else {
+                    b.event(
+                        Severity::Info,
+                        reasons::PROMOTING,
+                        format!(
+                            "Analysis of {} passed at weight {weight}, copying it to the primary",
+                            target.revision
+                        ),
+                    );
+                    promote_now(b, target);
+                }
+            } else if canary.spec.approvals().traffic_increase
+                && !input.gates.traffic_increase_approved(weight)
+            {
+                b.status.message = Some(format!(
+                    "weight {weight}: waiting for approval to increase traffic (serin approve {} --gate traffic, or annotate serin.dev/approve-traffic-increase={}@{weight})",
+                    canary.metadata.name.as_deref().unwrap_or_default(),
+                    target.revision
+                ));
+                b.requeue = POLL;
+            } else if let Err(why) =
+                webhook_gate(canary, &input.webhooks, WebhookType::ConfirmTrafficIncrease)
+            {
+                b.status.message = Some(format!(
+                    "weight {weight}: waiting for the confirm-traffic-increase webhooks: {}",
+                    closed_because(why, "confirm-traffic-increase")
+                ));
+                b.requeue = b.interval();
+            } else {
+                step_to(b, next_weight(canary, weight), target);
+            }
+        }
+    }
+}
+
+/// The first step of traffic, Flagger's way: the `pre-rollout` webhooks run before any
+/// traffic reaches the canary, and a failure counts as a failed check (`threshold`
+/// applies; they are asked again one interval later); then the
+/// `confirm-traffic-increase` webhooks must let the step through.
+pub(super) fn first_step(b: &mut Builder<'_>, target: &Target, threshold: u32) {
+    let input = b.input;
+    let canary = input.canary;
+    if !canary.spec.analysis.conformance_tests.is_empty() {
+        // The conformance tests run before any traffic; a failure rolls back at once.
+        match &input.observed.conformance {
+            Conformance::Failed(why) => {
+                b.rollback(why);
+                return;
+            }
+            Conformance::Passed => {}
+            Conformance::Running | Conformance::NotRead => {
+                b.status.message = Some(format!(
+                    "running the conformance tests of {} before any traffic",
+                    target.revision
+                ));
+                b.requeue = POLL;
+                return;
+            }
+        }
+    }
+    let pre_rollout = webhook_gate(canary, &input.webhooks, WebhookType::PreRollout);
+    let increase = webhook_gate(canary, &input.webhooks, WebhookType::ConfirmTrafficIncrease);
+    let not_yet = || {
+        canary
+            .spec
+            .analysis
+            .interval()
+            .saturating_sub(since(&b.status.last_analysis_time, input.now))
+            .max(Duration::from_millis(200))
+    };
+    match (pre_rollout, increase) {
+        (Err(Some(why)), _) => {
+            b.status.last_analysis_time = Some(Time(input.now));
+            b.status.failed_checks += 1;
+            let failed = u32::try_from(b.status.failed_checks).unwrap_or(0);
+            b.finding(
+                Severity::Warn,
+                reasons::CHECK_FAILED,
+                format!("Pre-rollout check failed: {why} (failed checks {failed}/{threshold})"),
+                &why,
+            );
+            if failed >= threshold {
+                b.rollback(&Finding {
+                    message: format!("failed checks threshold reached {failed}/{threshold}: {why}"),
+                    ..why.clone()
+                });
+            } else {
+                b.status.message = Some(format!(
+                    "pre-rollout check failed ({failed}/{threshold}): {why}"
+                ));
+                b.requeue = b.interval();
+            }
+        }
+        (Err(None), _) | (Ok(()), Err(None)) => {
+            b.requeue = if b.status.last_analysis_time.is_none() {
+                POLL
+            } else {
+                not_yet()
+            };
+        }
+        (Ok(()), Err(Some(why))) => {
+            b.status.last_analysis_time = Some(Time(input.now));
+            b.status.message = Some(format!(
+                "weight 0: waiting for the confirm-traffic-increase webhooks: {why}"
+            ));
+            b.requeue = b.interval();
+        }
+        (Ok(()), Ok(())) => step_to(b, next_weight(canary, 0), target),
+    }
+}
+
+pub(super) fn step_to(b: &mut Builder<'_>, weight: u32, target: &Target) {
+    if b.status.canary_weight == 0 {
+        // The analysis proper starts with the first traffic: metric windows, the
+        // sequential test's counts and the compared samples are measured from here,
+        // not from the detection (the canary may take a while to become ready).
+        b.status.analysis_start_time = Some(Time(b.input.now));
+    }
+    b.status.canary_weight = i32::try_from(weight).unwrap_or(100);
+    b.status.last_analysis_time = Some(Time(b.input.now));
+    b.event(
+        Severity::Info,
+        reasons::ADVANCED,
+        format!("Advance {} canary weight {weight}", target.revision),
+    );
+    b.status.message = Some(format!("analysing {} at weight {weight}", target.revision));
+    b.requeue = b.interval();
+}
