@@ -78,6 +78,10 @@ struct RunArgs {
         default_value = "http://prometheus:9090"
     )]
     metrics_server: String,
+    /// Traffic provider of Canaries that set no `spec.provider` (Flagger's
+    /// `-mesh-provider`): istio, linkerd, gatewayapi or kubernetes.
+    #[arg(long, visible_alias = "mesh-provider", env = "SERIN_PROVIDER", default_value = "istio", value_parser = parse_provider)]
+    provider: serin::api::Provider,
     /// Watch Canaries in this namespace only (default: all namespaces).
     #[arg(long, env = "SERIN_NAMESPACE")]
     namespace: Option<String>,
@@ -119,6 +123,18 @@ struct RunArgs {
     /// How often candidates try to take the Lease and the leader renews it.
     #[arg(long, env = "SERIN_LEADER_ELECT_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
     leader_elect_retry_period: std::time::Duration,
+}
+
+fn parse_provider(text: &str) -> Result<serin::api::Provider, String> {
+    let provider: serin::api::Provider =
+        serde_json::from_value(serde_json::Value::String(text.to_string()))
+            .map_err(|_| format!("unknown provider {text:?}"))?;
+    match serin::router::for_provider(provider) {
+        Some(_) => Ok(provider),
+        None => Err(format!(
+            "serin does not route {text}; use istio, linkerd, gatewayapi or kubernetes"
+        )),
+    }
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -208,6 +224,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let config = serin::controller::Config {
         metrics_server: args.metrics_server,
+        default_provider: args.provider,
         namespace: args.namespace,
         notify,
     };

@@ -112,6 +112,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Config {
     /// Prometheus used by builtin metrics and templates without an address.
     pub metrics_server: String,
+    /// Provider of Canaries that set none (`--provider`).
+    pub default_provider: crate::api::Provider,
     /// Watch only this namespace.
     pub namespace: Option<String>,
     /// The default alert provider, retries and the notification series.
@@ -131,6 +133,7 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started();
     let ns = canary.namespace().unwrap_or_default();
     let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &ns);
+    let canary = with_default_provider(canary, ctx.config.default_provider);
     finalizer(&api, FINALIZER, canary, |event| async {
         match event {
             Finalizer::Apply(canary) => apply(&canary, &ctx).await,
@@ -139,6 +142,17 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action> {
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The Canary as the controller acts on it: one without `spec.provider` takes the
+/// controller's default (`--provider`), as Flagger's `-mesh-provider` does.
+fn with_default_provider(canary: Arc<Canary>, default: crate::api::Provider) -> Arc<Canary> {
+    if canary.spec.provider.is_some() {
+        return canary;
+    }
+    let mut canary = Arc::unwrap_or_clone(canary);
+    canary.spec.provider = Some(default);
+    Arc::new(canary)
 }
 
 /// A spec the schema accepts but this controller cannot carry out: said in the status
@@ -485,4 +499,28 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readin
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Provider;
+
+    fn canary(provider: Option<Provider>) -> Arc<Canary> {
+        let mut canary = Canary::new("podinfo", Default::default());
+        canary.spec.provider = provider;
+        Arc::new(canary)
+    }
+
+    #[test]
+    fn a_canary_without_a_provider_takes_the_controllers_default() {
+        let canary = with_default_provider(canary(None), Provider::Linkerd);
+        assert_eq!(canary.provider(), Provider::Linkerd);
+    }
+
+    #[test]
+    fn a_canary_that_names_its_provider_keeps_it() {
+        let canary = with_default_provider(canary(Some(Provider::Istio)), Provider::Linkerd);
+        assert_eq!(canary.provider(), Provider::Istio);
+    }
 }

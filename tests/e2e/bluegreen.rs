@@ -170,3 +170,37 @@ async fn blue_green_with_errors_rolls_back_and_never_restarts_the_primarys_pods(
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_canary_without_a_provider_is_routed_by_the_controllers_default_provider() {
+    with_namespace("e2e-bg-default", |client, ns| async move {
+        let mut rollout = Rollout::start_without_controller(client, &ns, 200);
+        rollout.controller_args = vec!["--provider".into(), "kubernetes".into()];
+        rollout.start_controller();
+        let mut spec = blue_green_canary(2);
+        spec["spec"].as_object_mut().unwrap().remove("provider");
+        rollout
+            .apply_app("kustomize-controller", "6.0.0", 0.001, 40.0)
+            .await;
+        rollout.apply("kustomize-controller", &spec).await;
+        rollout.await_phase(CanaryPhase::Initialized, SETTLE).await;
+        eventually(
+            "the apex Service selects the primary, as the kubernetes provider does",
+            Duration::from_secs(10),
+            || async {
+                match apex_app(&rollout).await {
+                    app if app == "podinfo-primary" => Ok(()),
+                    app => Err(app),
+                }
+            },
+        )
+        .await;
+        assert_eq!(
+            rollout.vs_weights().await,
+            None,
+            "no VirtualService or HTTPRoute was written for a Canary the kubernetes provider routes"
+        );
+        rollout.assert_no_request_reached_an_unready_backend().await;
+    })
+    .await;
+}

@@ -64,6 +64,26 @@ fn apply(manifests: &str, dry_run: bool) -> String {
     kubectl(&args, Some(manifests))
 }
 
+/// The base with a component of `deploy/components/` added, as a user's overlay does.
+fn render_with_component(component: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("serin-{component}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // kustomize refuses absolute paths: reach the repository from the temporary directory.
+    let up = "../".repeat(dir.components().count() - 1);
+    let repo = repo().to_str().unwrap().trim_start_matches('/');
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources: [{up}{repo}/deploy/base]\ncomponents: [{up}{repo}/deploy/components/{component}]\n"
+        ),
+    )
+    .unwrap();
+    let rendered = kubectl(&["kustomize", dir.to_str().unwrap()], None);
+    let _ = std::fs::remove_dir_all(&dir);
+    rendered
+}
+
 fn install_base() {
     apply(&render("deploy/base"), false);
 }
@@ -555,9 +575,31 @@ async fn the_helm_chart_renders_what_the_kustomize_base_and_overlays_do() {
             vec!["--set", "metricsServer=http://prometheus.istio-system:9090"],
             "deploy/overlays/istio",
         ),
+        (
+            vec![
+                "--set",
+                "metricsServer=http://prometheus.linkerd-viz:9090,provider=linkerd",
+            ],
+            "deploy/overlays/linkerd",
+        ),
+        (
+            vec![
+                "--set",
+                "metricsServer=http://prometheus.monitoring:9090,provider=gatewayapi",
+            ],
+            "deploy/overlays/gatewayapi",
+        ),
+        (
+            vec!["--set", "podMonitor.enabled=true"],
+            "deploy/components/podmonitor",
+        ),
     ] {
         let chart = helm_template(&set);
-        let (from_chart, from_kustomize) = (objects(&chart), objects(&render(dir)));
+        let kustomized = match dir.strip_prefix("deploy/components/") {
+            Some(component) => render_with_component(component),
+            None => render(dir),
+        };
+        let (from_chart, from_kustomize) = (objects(&chart), objects(&kustomized));
         assert_eq!(
             from_chart.keys().collect::<Vec<_>>(),
             from_kustomize.keys().collect::<Vec<_>>(),

@@ -90,7 +90,7 @@ pub mod condition_types {
 #[serde(rename_all = "camelCase")]
 pub struct CanarySpec {
     /// Traffic provider for this canary: istio, linkerd, gatewayapi, gatewayapi:v1 or kubernetes
-    /// (default istio). Flagger's other providers
+    /// (default: the controller's `--provider`, istio unless set). Flagger's other providers
     /// (nginx, apisix, gloo, contour, appmesh, ...) are accepted so that its manifests
     /// apply, and reported in the status as not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
