@@ -111,16 +111,21 @@ impl Message {
         if self.reason != reasons::WAITING_APPROVAL {
             return None;
         }
-        let annotation = match self.phase {
-            CanaryPhase::Waiting => annotations::APPROVE_START,
-            CanaryPhase::WaitingPromotion => annotations::APPROVE_PROMOTION,
+        let revision = self.revision.as_deref().unwrap_or_default();
+        let (annotation, value) = match self.phase {
+            CanaryPhase::Waiting => (annotations::APPROVE_START, revision.to_string()),
+            CanaryPhase::WaitingPromotion => (annotations::APPROVE_PROMOTION, revision.to_string()),
+            // A traffic increase waits while the analysis progresses; one approval lets
+            // one step through.
+            CanaryPhase::Progressing => (
+                annotations::APPROVE_TRAFFIC_INCREASE,
+                format!("{revision}@{}", self.weight),
+            ),
             _ => return None,
         };
         Some(format!(
-            "kubectl annotate canary/{} -n {} --overwrite {annotation}={}",
-            self.name,
-            self.namespace,
-            self.revision.as_deref().unwrap_or_default()
+            "kubectl annotate canary/{} -n {} --overwrite {annotation}={value}",
+            self.name, self.namespace
         ))
     }
 

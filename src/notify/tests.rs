@@ -492,3 +492,22 @@ fn a_progress_deadline_rollback_names_the_deadline() {
     assert!(m.text.contains("progress deadline"), "{}", m.text);
     assert_eq!(m.tone(), Tone::Bad);
 }
+
+#[test]
+fn a_waiting_traffic_increase_names_the_approval_of_that_step() {
+    let waiting = crate::api::PendingNotification {
+        key: "k".into(),
+        reason: "WaitingApproval".into(),
+        phase: CanaryPhase::Progressing,
+        revision: Some("rev-b".into()),
+        weight: 20,
+        ..Default::default()
+    };
+    let m = Message::from_pending("podinfo", "test", &waiting);
+    assert_eq!(
+        m.command().as_deref(),
+        Some(
+            "kubectl annotate canary/podinfo -n test --overwrite serin.dev/approve-traffic-increase=rev-b@20"
+        )
+    );
+}

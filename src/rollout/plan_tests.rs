@@ -454,6 +454,52 @@ fn traffic_increase_waits_for_its_approval_when_required() {
     assert_eq!(plan.status.canary_weight, 20);
 }
 
+#[test]
+fn a_waiting_traffic_increase_is_announced_once_with_the_gate_to_open() {
+    let clock = Clock::start();
+    let mut canary = analysing(
+        canary()
+            .requires_traffic_increase_approval()
+            .interval_secs(10),
+        &clock,
+        10,
+        10,
+    );
+    let first = plan_with(
+        &canary,
+        &target_b_ready(),
+        Gates::default(),
+        Some(Verdict::Pass),
+        clock.now(),
+    );
+    let announced: Vec<_> = first
+        .events
+        .iter()
+        .filter(|e| e.reason == reasons::WAITING_APPROVAL)
+        .collect();
+    assert_eq!(announced.len(), 1, "{:?}", first.events);
+    assert!(
+        announced[0]
+            .message
+            .contains("serin.dev/approve-traffic-increase=rev-b@10")
+    );
+
+    canary.status = Some(first.status);
+    let next_round = plan_with(
+        &canary,
+        &target_b_ready(),
+        Gates::default(),
+        Some(Verdict::Pass),
+        clock.now(),
+    );
+    assert_eq!(next_round.status.canary_weight, 10);
+    assert!(
+        next_round.events.is_empty(),
+        "the wait is not announced again: {:?}",
+        next_round.events
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Failed, marginal and fatal checks
 

@@ -223,11 +223,23 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
             } else if canary.spec.approvals().traffic_increase
                 && !input.gates.traffic_increase_approved(weight)
             {
-                b.status.message = Some(format!(
+                let waiting = format!(
                     "weight {weight}: waiting for approval to increase traffic (serin approve {} --gate traffic, or annotate serin.dev/approve-traffic-increase={}@{weight})",
                     canary.metadata.name.as_deref().unwrap_or_default(),
                     target.revision
-                ));
+                );
+                // Said once per gate: the wait is re-checked every interval.
+                if status.message.as_deref() != Some(waiting.as_str()) {
+                    b.event(
+                        Severity::Info,
+                        reasons::WAITING_APPROVAL,
+                        format!(
+                            "Analysis of {} passed at weight {weight}; the next traffic increase waits for approval (annotate serin.dev/approve-traffic-increase={}@{weight})",
+                            target.revision, target.revision
+                        ),
+                    );
+                }
+                b.status.message = Some(waiting);
                 b.requeue = POLL;
             } else if let Err(why) =
                 webhook_gate(canary, &input.webhooks, WebhookType::ConfirmTrafficIncrease)
