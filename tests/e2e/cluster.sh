@@ -228,6 +228,7 @@ cmd_up() {
     --disregard-status-with-annotation-selector kwok.x-k8s.io/status=custom \
     --disregard-status-with-label-selector "" \
     --cidr 10.0.0.1/24 --node-ip 10.0.0.1 \
+    --config "$here/kwok-stages.yaml" \
     --server-address "127.0.0.1:$kwok_port"
   wait_for kube-controller-manager 60 curl -fsSk "https://127.0.0.1:$cm_port/healthz"
   wait_for kube-scheduler 60 curl -fsSk "https://127.0.0.1:$sched_port/healthz"

@@ -520,8 +520,8 @@ async fn a_webhook_hanging_to_its_timeout_does_not_delay_another_canary() {
     .await;
 }
 
-/// A conformance test whose pod kwok completes (its default `pod-complete` stage
-/// finishes Job pods with exit code 0 after `delay`).
+/// A conformance test whose pod kwok completes after `delay` (the `pod-complete` stage of
+/// tests/e2e/kwok-stages.yaml), or fails with `serin.dev/e2e-fail` in `pod_annotations`.
 fn conformance_test(name: &str, delay: &str, pod_annotations: Value) -> Value {
     let mut annotations = pod_annotations;
     annotations["pod-complete.stage.kwok.x-k8s.io/delay"] = json!(delay);
@@ -564,59 +564,59 @@ async fn a_conformance_job_that_exits_0_lets_traffic_start_and_one_that_fails_ro
         let jobs = jobs_of(&client, &ns).await;
         assert_eq!(jobs.len(), 1);
         let job = &jobs[0];
-        let revision = rollout.canary().await.status.unwrap().last_applied_spec.unwrap();
+        let revision = rollout
+            .canary()
+            .await
+            .status
+            .unwrap()
+            .last_applied_spec
+            .unwrap();
         assert_eq!(
             job.metadata.owner_references.as_ref().unwrap()[0].kind,
             "Canary"
         );
-        let env: Vec<(String, String)> = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+        let env: Vec<(String, String)> = job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
             .env
             .clone()
             .unwrap()
             .into_iter()
             .map(|e| (e.name, e.value.unwrap_or_default()))
             .collect();
-        assert!(env.contains(&("SERIN_CANARY_ADDRESS".into(), format!("http://podinfo-canary.{ns}:9898"))), "{env:?}");
-        assert!(env.contains(&("SERIN_PRIMARY_ADDRESS".into(), format!("http://podinfo-primary.{ns}:9898"))));
+        assert!(
+            env.contains(&(
+                "SERIN_CANARY_ADDRESS".into(),
+                format!("http://podinfo-canary.{ns}:9898")
+            )),
+            "{env:?}"
+        );
+        assert!(env.contains(&(
+            "SERIN_PRIMARY_ADDRESS".into(),
+            format!("http://podinfo-primary.{ns}:9898")
+        )));
         assert!(env.contains(&("SERIN_REVISION".into(), revision.clone())));
         assert!(env.contains(&("SERIN_NAMESPACE".into(), ns.clone())));
         let first_job = job.metadata.name.clone().unwrap();
 
-        // The next release's test fails: its pod is left to the test (kwok skips pods
-        // annotated status=custom) and marked failed with a termination message, as a
-        // kubelet would; the real Job controller then fails the Job.
+        // The next release's test fails: kwok's `pod-fail` stage (tests/e2e/kwok-stages.yaml)
+        // ends its pod with exit code 1 and this termination message, as a kubelet reports
+        // a curl that got a 503; the real Job controller then fails the Job.
         spec["spec"]["analysis"]["conformanceTests"] = json!([conformance_test(
             "smoke",
             "1s",
-            json!({"kwok.x-k8s.io/status": "custom"})
+            json!({"serin.dev/e2e-fail": "GET /healthz: 503 Service Unavailable"})
         )]);
         rollout.apply("kustomize-controller", &spec).await;
         rollout
             .apply_app("kustomize-controller", "6.0.2", 0.001, 40.0)
             .await;
-        let pod = eventually("the failing test's pod", SETTLE, || async {
-            let pods = rollout.pods("serin.dev/conformance-test=smoke").await;
-            pods.into_iter()
-                .find(|p| p.metadata.labels.as_ref().and_then(|l| l.get("serin.dev/revision")) != Some(&revision))
-                .ok_or_else(|| "no pod yet".to_string())
-        })
-        .await;
-        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
-        let now = jiff::Timestamp::now().to_string();
-        let status = json!({"status": {
-            "phase": "Failed",
-            "containerStatuses": [{
-                "name": "smoke", "image": "curlimages/curl", "imageID": "", "ready": false, "restartCount": 0,
-                "state": {"terminated": {"exitCode": 22, "reason": "Error", "message": "GET /healthz: 503 Service Unavailable", "startedAt": now, "finishedAt": now}}
-            }]
-        }});
-        pods.patch_status(
-            pod.metadata.name.as_deref().unwrap(),
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&status),
-        )
-        .await
-        .unwrap();
         let failed = rollout.await_phase(CanaryPhase::Failed, SETTLE).await;
         let message = failed.status.unwrap().message.unwrap_or_default();
         assert!(
@@ -631,14 +631,19 @@ async fn a_conformance_job_that_exits_0_lets_traffic_start_and_one_that_fails_ro
                 .any(|(_, r, n)| r == "RolledBack" && n.contains("GET /healthz: 503")),
             "{events:?}"
         );
-        rollout.await_weights((100, 0), "no traffic to the failed canary").await;
+        rollout
+            .await_weights((100, 0), "no traffic to the failed canary")
+            .await;
         let names: Vec<String> = jobs_of(&client, &ns)
             .await
             .into_iter()
             .filter(|j| j.metadata.deletion_timestamp.is_none())
             .filter_map(|j| j.metadata.name)
             .collect();
-        assert!(!names.contains(&first_job), "the older revision's Job is cleaned up: {names:?}");
+        assert!(
+            !names.contains(&first_job),
+            "the older revision's Job is cleaned up: {names:?}"
+        );
         rollout.assert_no_request_reached_an_unready_backend().await;
     })
     .await;
@@ -664,6 +669,16 @@ async fn a_controller_killed_while_a_job_runs_does_not_start_a_second_job() {
         })
         .await;
         rollout.kill_controller().await;
+        let running = jobs_of(&client, &ns).await;
+        assert!(
+            running.iter().all(|j| j
+                .status
+                .as_ref()
+                .and_then(|s| s.completion_time.as_ref())
+                .is_none()),
+            "the controller was killed while its Job ran: {:?}",
+            running.iter().map(|j| &j.status).collect::<Vec<_>>()
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
         rollout.start_controller();
         rollout.await_phase(CanaryPhase::Succeeded, SETTLE).await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serin::api::CanaryPhase;
 
 use crate::fixture::{IMAGE, Process, Rollout, canary_spec};
-use crate::harness::{Env, eventually, with_namespace};
+use crate::harness::{Env, with_namespace};
 
 const SETTLE: Duration = Duration::from_secs(90);
 
@@ -390,11 +390,11 @@ async fn full_scenario(rollout: &Rollout, provider: &str, failing_test: bool) {
     spec["spec"]["analysis"]["metrics"] = serde_json::json!([
         {"name": "success", "templateRef": {"name": "success"}, "thresholdRange": {"min": 90}, "interval": "5s"}
     ]);
-    // A conformance test: kwok completes its pod after a second, or leaves it to the
-    // test (status=custom) to be marked failed.
+    // A conformance test: kwok completes its pod after a second, or fails it with a
+    // termination message (the stages in tests/e2e/kwok-stages.yaml).
     let mut annotations = serde_json::json!({"pod-complete.stage.kwok.x-k8s.io/delay": "1s"});
     if failing_test {
-        annotations["kwok.x-k8s.io/status"] = "custom".into();
+        annotations["serin.dev/e2e-fail"] = "503".into();
     }
     spec["spec"]["analysis"]["conformanceTests"] = serde_json::json!([{
         "name": "smoke", "timeout": "2m",
@@ -404,34 +404,6 @@ async fn full_scenario(rollout: &Rollout, provider: &str, failing_test: bool) {
         }}
     }]);
     rollout.apply("kustomize-controller", &spec).await;
-}
-
-/// Marks the conformance test's pod failed, as a kubelet would, once it exists.
-async fn fail_test_pod(rollout: &Rollout) {
-    let pods = eventually("the test's pod", SETTLE, || async {
-        let pods = rollout.pods("serin.dev/conformance-test=smoke").await;
-        pods.into_iter()
-            .next()
-            .ok_or_else(|| "no pod yet".to_string())
-    })
-    .await;
-    let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
-        kube::Api::namespaced(rollout.client.clone(), &rollout.ns);
-    let now = jiff::Timestamp::now().to_string();
-    let status = serde_json::json!({"status": {
-        "phase": "Failed",
-        "containerStatuses": [{
-            "name": "smoke", "image": "curlimages/curl", "imageID": "", "ready": false, "restartCount": 0,
-            "state": {"terminated": {"exitCode": 22, "reason": "Error", "message": "503", "startedAt": now, "finishedAt": now}}
-        }]
-    }});
-    api.patch_status(
-        pods.metadata.name.as_deref().unwrap(),
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(&status),
-    )
-    .await
-    .unwrap();
 }
 
 #[tokio::test]
@@ -482,9 +454,6 @@ async fn removing_any_single_rule_makes_serin_fail_with_a_forbidden_error_naming
                             .apply_app_with_config("6.0.1", "podinfo-config")
                             .await;
                         released = true;
-                        if failing_test {
-                            fail_test_pod(&rollout).await;
-                        }
                     }
                     assert!(
                         std::time::Instant::now() < deadline,
