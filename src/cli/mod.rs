@@ -159,19 +159,26 @@ pub fn status_lines(canary: &Canary, bar: bool) -> Vec<String> {
 /// The lines of `serin history`: the last releases, newest first.
 pub fn history_lines(canary: &Canary) -> Vec<String> {
     let s = status(canary);
+    let images: Vec<String> = s
+        .history
+        .iter()
+        .map(|r| {
+            if r.images.is_empty() {
+                "-".to_string()
+            } else {
+                r.images.join(",")
+            }
+        })
+        .collect();
+    let width = images.iter().map(String::len).max().unwrap_or(0).max(6);
     let mut lines = vec![format!(
-        "{:<20} {:<13} {:<9} {:<30} {}",
+        "{:<20} {:<13} {:<9} {:<width$} {}",
         "WHEN", "REVISION", "OUTCOME", "IMAGES", "WHY"
     )];
-    for r in &s.history {
+    for (r, images) in s.history.iter().zip(&images) {
         let when = r.time.0.strftime("%Y-%m-%d %H:%M:%S").to_string();
-        let images = if r.images.is_empty() {
-            "-".to_string()
-        } else {
-            r.images.join(",")
-        };
         lines.push(format!(
-            "{when:<20} {:<13} {:<9} {images:<30} {}",
+            "{when:<20} {:<13} {:<9} {images:<width$} {}",
             short(Some(&r.revision)),
             r.outcome.as_str(),
             r.reason.as_deref().unwrap_or("-")

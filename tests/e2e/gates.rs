@@ -821,6 +821,24 @@ async fn serin_approve_opens_the_promotion_gate_of_the_current_revision_only_and
         let (ok, status, _) = serin(&["status", "podinfo", "-n", &ns]).await;
         assert!(ok && status.contains("phase:     Failed"), "{status}");
 
+        // `serin history`: what ran and what was rolled back, from status.
+        let (ok, history, stderr) = serin(&["history", "podinfo", "-n", &ns]).await;
+        assert!(ok, "{stderr}");
+        println!("serin history:\n{history}");
+        let release = |tag: &str| {
+            history
+                .lines()
+                .find(|l| l.contains(&format!("podinfo:{tag}")))
+                .unwrap_or_else(|| panic!("no release of {tag} in:\n{history}"))
+                .to_string()
+        };
+        assert!(release("6.0.2").contains("Succeeded"), "{history}");
+        let aborted_release = release("6.0.3");
+        assert!(
+            aborted_release.contains("Failed") && aborted_release.contains("aborted"),
+            "{history}"
+        );
+
         watch.start_kill().unwrap();
         let out = watch.wait_with_output().await.unwrap();
         let lines = String::from_utf8_lossy(&out.stdout).into_owned();
