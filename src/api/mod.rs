@@ -19,9 +19,9 @@ pub use alert_provider::{AlertProvider, AlertProviderSpec, AlertProviderType};
 pub use canary::{
     AlertSeverity, Approvals, AutoscalerRef, Canary, CanaryAlert, CanaryAnalysis, CanaryMetric,
     CanaryPhase, CanaryService, CanarySpec, CanaryStatus, CanaryWebhook, ConformanceTest,
-    CustomMetadata, Direction, HISTORY_LIMIT, Judge, MetricComparison, NoDataPolicy,
-    ParentReference, PendingNotification, Provider, ProviderObjectRef, ProviderRef, Release,
-    ScalerReplicas, Sequential, SessionAffinity, TargetRef, TemplateRef, ThresholdRange,
+    ConformanceWhen, CustomMetadata, Direction, HISTORY_LIMIT, Judge, MetricComparison,
+    NoDataPolicy, ParentReference, PendingNotification, Provider, ProviderObjectRef, ProviderRef,
+    Release, ScalerReplicas, Sequential, SessionAffinity, TargetRef, TemplateRef, ThresholdRange,
     UnmanagedMetadata, WebhookType,
 };
 pub use duration::DurationError;

@@ -68,13 +68,14 @@ pub(super) async fn gather(ctx: &Context, canary: &Canary, now: Timestamp) -> Ev
     }
 }
 
-/// Starts the conformance-test Jobs of `revision` that do not exist yet (their names are
-/// deterministic, so a restarted controller finds the ones it started), deletes the Jobs
-/// of older revisions, and reads where the tests stand.
+/// Starts the conformance-test Jobs of `revision` and `run` that do not exist yet (their
+/// names are deterministic, so a restarted controller finds the ones it started),
+/// deletes the Jobs of older revisions, and reads where the tests stand.
 pub(super) async fn conformance(
     client: &Client,
     canary: &Canary,
     revision: &str,
+    run: plan::ConformanceRun,
 ) -> Result<plan::Conformance> {
     use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
     use kube::api::{DeleteParams, ListParams, PostParams};
@@ -103,14 +104,20 @@ pub(super) async fn conformance(
         }
     }
     let mut states = Vec::new();
-    for test in &canary.spec.analysis.conformance_tests {
-        let desired = gates::jobs::desired(canary, test, revision);
+    for test in canary
+        .spec
+        .analysis
+        .conformance_tests
+        .iter()
+        .filter(|t| t.runs(run.when()))
+    {
+        let desired = gates::jobs::desired(canary, test, revision, run);
         let name = desired.name_any();
         let job = match existing.iter().find(|j| j.name_any() == name) {
             Some(job) => job.clone(),
             None => match jobs.create(&PostParams::default(), &desired).await {
                 Ok(job) => {
-                    info!(job = %name, test = %test.name, "conformance test started");
+                    info!(job = %name, test = %test.name, run = %run.name(), "conformance test started");
                     job
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => {

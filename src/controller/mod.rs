@@ -220,10 +220,14 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
     let route_acceptance = observe::route_acceptance(&ctx.client, canary).await?;
     let held = matches!(route_acceptance, Some(Err(_)));
     let needs = plan::needs(canary, &snapshot.observed, now);
-    if needs.conformance
-        && let Some(revision) = snapshot.revision().map(str::to_string)
+    // The tests of the revision under analysis, or just promoted.
+    if let Some(run) = needs.conformance
+        && let Some(revision) = canary
+            .status
+            .as_ref()
+            .and_then(|s| s.last_applied_spec.as_deref())
     {
-        snapshot.observed.conformance = conformance(&ctx.client, canary, &revision).await?;
+        snapshot.observed.conformance = conformance(&ctx.client, canary, revision, run).await?;
     }
     // Webhooks and checks run concurrently; each Canary reconciles on its own task, so a
     // webhook that hangs to its timeout delays only its own Canary.

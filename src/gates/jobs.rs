@@ -13,22 +13,29 @@ use kube::{Resource, ResourceExt, api::ObjectMeta};
 use sha2::{Digest, Sha256};
 
 use crate::api::{Canary, ConformanceTest};
+use crate::rollout::plan::ConformanceRun;
 use crate::rollout::verdict::Finding;
 
 pub const CANARY_LABEL: &str = "serin.dev/canary";
 pub const REVISION_LABEL: &str = "serin.dev/revision";
 pub const TEST_LABEL: &str = "serin.dev/conformance-test";
+pub const RUN_LABEL: &str = "serin.dev/conformance-run";
 
 /// A label value can hold at most 63 characters.
 fn label(value: &str) -> String {
     value.chars().take(63).collect()
 }
 
-/// The Job of `test` for `revision`: `<canary>-<test>-<hash>`, where the hash covers the
-/// three, so the name is the same for every controller and every restart, and new for a
-/// new revision. At most 63 characters (a Job's pods carry it in a label).
-pub fn job_name(canary: &str, test: &str, revision: &str) -> String {
-    let digest = Sha256::digest(format!("{canary}/{test}/{revision}").as_bytes());
+/// The Job of `test` for `revision` and `run`: `<canary>-<test>-<hash>`, where the hash
+/// covers the four, so the name is the same for every controller and every restart, and
+/// new for a new revision or step. At most 63 characters (a Job's pods carry it in a
+/// label).
+pub fn job_name(canary: &str, test: &str, revision: &str, run: ConformanceRun) -> String {
+    let key = match run {
+        ConformanceRun::BeforeTraffic => format!("{canary}/{test}/{revision}"),
+        other => format!("{canary}/{test}/{revision}/{}", other.name()),
+    };
+    let digest = Sha256::digest(key.as_bytes());
     let hash = hex::encode(&digest[..4]);
     let mut prefix: String = format!("{canary}-{test}");
     prefix.truncate(63 - hash.len() - 1);
@@ -37,7 +44,7 @@ pub fn job_name(canary: &str, test: &str, revision: &str) -> String {
 }
 
 /// The environment every container of a test gets.
-pub fn environment(canary: &Canary, revision: &str) -> Vec<EnvVar> {
+pub fn environment(canary: &Canary, revision: &str, run: ConformanceRun) -> Vec<EnvVar> {
     let ns = canary.namespace().unwrap_or_default();
     let port = canary.spec.service.port;
     let var = |name: &str, value: String| EnvVar {
@@ -56,23 +63,30 @@ pub fn environment(canary: &Canary, revision: &str) -> Vec<EnvVar> {
         ),
         var("SERIN_REVISION", revision.to_string()),
         var("SERIN_NAMESPACE", ns),
+        var("SERIN_CONFORMANCE_RUN", run.name()),
     ]
 }
 
-/// The Job to create for `test` and `revision`.
-pub fn desired(canary: &Canary, test: &ConformanceTest, revision: &str) -> Job {
+/// The Job to create for `test`, `revision` and `run`.
+pub fn desired(
+    canary: &Canary,
+    test: &ConformanceTest,
+    revision: &str,
+    run: ConformanceRun,
+) -> Job {
     let name = canary.name_any();
     let labels = BTreeMap::from([
         (CANARY_LABEL.to_string(), label(&name)),
         (REVISION_LABEL.to_string(), label(revision)),
         (TEST_LABEL.to_string(), label(&test.name)),
+        (RUN_LABEL.to_string(), label(&run.name())),
     ]);
     let mut spec = test.template.clone();
     // The timeout is the Job's deadline: the Job controller stops it and marks it failed.
     spec.active_deadline_seconds = Some(i64::try_from(test.timeout().as_secs()).unwrap_or(300));
     // One try unless the template asks for more: a failed test is a result, not a flake.
     spec.backoff_limit.get_or_insert(0);
-    let env = environment(canary, revision);
+    let env = environment(canary, revision, run);
     if let Some(pod) = spec.template.spec.as_mut() {
         for container in &mut pod.containers {
             let vars = container.env.get_or_insert_with(Vec::new);
@@ -92,7 +106,7 @@ pub fn desired(canary: &Canary, test: &ConformanceTest, revision: &str) -> Job {
     template_labels.extend(labels.clone());
     Job {
         metadata: ObjectMeta {
-            name: Some(job_name(&name, &test.name, revision)),
+            name: Some(job_name(&name, &test.name, revision, run)),
             namespace: canary.namespace(),
             labels: Some(labels),
             owner_references: canary.controller_owner_ref(&()).map(|o| vec![o]),
@@ -237,17 +251,31 @@ mod tests {
                 ..Default::default()
             },
             timeout: Some("45s".into()),
+            when: Vec::new(),
         }
     }
 
     #[test]
-    fn a_job_name_is_deterministic_per_test_and_revision_and_fits_a_label() {
-        let a = job_name("podinfo", "smoke", "abc");
-        assert_eq!(a, job_name("podinfo", "smoke", "abc"));
+    fn a_job_name_is_deterministic_per_test_revision_and_step_and_fits_a_label() {
+        let before = ConformanceRun::BeforeTraffic;
+        let a = job_name("podinfo", "smoke", "abc", before);
+        assert_eq!(a, job_name("podinfo", "smoke", "abc", before));
         assert!(a.starts_with("podinfo-smoke-"), "{a}");
-        assert_ne!(a, job_name("podinfo", "smoke", "abd"));
-        assert_ne!(a, job_name("podinfo", "other", "abc"));
-        let long = job_name(&"x".repeat(60), &"y".repeat(40), "abc");
+        assert_ne!(a, job_name("podinfo", "smoke", "abd", before));
+        assert_ne!(a, job_name("podinfo", "other", "abc", before));
+        let steps = [10, 20].map(|w| job_name("podinfo", "smoke", "abc", ConformanceRun::Step(w)));
+        assert_ne!(steps[0], steps[1], "one Job per step");
+        assert!(!steps.contains(&a));
+        assert_ne!(
+            a,
+            job_name("podinfo", "smoke", "abc", ConformanceRun::AfterPromotion)
+        );
+        let long = job_name(
+            &"x".repeat(60),
+            &"y".repeat(40),
+            "abc",
+            ConformanceRun::Step(100),
+        );
         assert!(long.len() <= 63, "{long}");
     }
 
@@ -255,7 +283,12 @@ mod tests {
     fn the_job_is_owned_by_the_canary_times_out_and_tells_its_containers_where_to_go() {
         let mut canary = Canary::test();
         canary.metadata.uid = Some("uid-1".into());
-        let job = desired(&canary, &test_named("smoke"), "rev-b");
+        let job = desired(
+            &canary,
+            &test_named("smoke"),
+            "rev-b",
+            ConformanceRun::Step(20),
+        );
         assert_eq!(
             job.metadata.owner_references.as_ref().unwrap()[0].uid,
             "uid-1"
@@ -285,6 +318,7 @@ mod tests {
             "not the template's own value"
         );
         assert_eq!(env["SERIN_NAMESPACE"], "test");
+        assert_eq!(env["SERIN_CONFORMANCE_RUN"], "step-20");
         assert_eq!(
             job.metadata.labels.unwrap()[REVISION_LABEL],
             "rev-b".to_string()

@@ -140,13 +140,20 @@ impl Canary {
         self
     }
 
-    /// Declares a conformance test (its Job template is empty: the plan never reads it).
-    pub fn conformance_test(mut self, name: &str) -> Self {
+    /// Declares a conformance test run before traffic (its Job template is empty: the
+    /// plan never reads it).
+    pub fn conformance_test(self, name: &str) -> Self {
+        self.conformance_test_at(name, &[])
+    }
+
+    /// Declares a conformance test run at `when`.
+    pub fn conformance_test_at(mut self, name: &str, when: &[crate::api::ConformanceWhen]) -> Self {
         self.spec
             .analysis
             .conformance_tests
             .push(crate::api::ConformanceTest {
                 name: name.into(),
+                when: when.to_vec(),
                 ..Default::default()
             });
         self

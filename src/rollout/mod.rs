@@ -9,6 +9,8 @@ pub mod verdict;
 #[cfg(test)]
 mod blue_green_tests;
 #[cfg(test)]
+mod conformance_tests;
+#[cfg(test)]
 pub mod fixtures;
 #[cfg(test)]
 mod plan_tests;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{Canary, CanaryPhase, CanaryStatus, WebhookType};
+use crate::api::{Canary, CanaryPhase, CanaryStatus, ConformanceWhen, WebhookType};
 use crate::rollout::conditions::{self, reasons};
 
 /// Whether a workload can take traffic, and if not, why.
@@ -54,6 +54,38 @@ pub enum Conformance {
     Passed,
     /// The first failed test, quoting the failing container's termination message.
     Failed(Finding),
+}
+
+/// Which run of the conformance tests a reconcile starts and reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConformanceRun {
+    /// The tests that run once per revision, before any traffic.
+    BeforeTraffic,
+    /// The tests that run at each traffic weight: this one.
+    Step(u32),
+    /// The tests that run against the promoted primary.
+    AfterPromotion,
+}
+
+impl ConformanceRun {
+    /// The `when` of the tests that belong to this run.
+    pub fn when(self) -> ConformanceWhen {
+        match self {
+            ConformanceRun::BeforeTraffic => ConformanceWhen::BeforeTraffic,
+            ConformanceRun::Step(_) => ConformanceWhen::EachStep,
+            ConformanceRun::AfterPromotion => ConformanceWhen::AfterPromotion,
+        }
+    }
+
+    /// How the run is named in its Jobs' label and environment: `before-traffic`,
+    /// `step-<weight>` or `after-promotion`.
+    pub fn name(self) -> String {
+        match self {
+            ConformanceRun::BeforeTraffic => "before-traffic".into(),
+            ConformanceRun::Step(weight) => format!("step-{weight}"),
+            ConformanceRun::AfterPromotion => "after-promotion".into(),
+        }
+    }
 }
 
 /// What the cluster looks like now.
@@ -172,9 +204,10 @@ pub struct Needs {
     /// Call the gate, check and rollback webhooks of these kinds (only kinds the Canary
     /// declares).
     pub webhooks: WebhookNeeds,
-    /// Start (if not started) and read the conformance-test Jobs of the revision under
-    /// analysis: the canary is ready and has had no traffic yet.
-    pub conformance: bool,
+    /// Start (if not started) and read these conformance-test Jobs of the revision in
+    /// `status.lastAppliedSpec`: before traffic once the canary is ready, at each weight
+    /// of a weighted canary, and while a promotion finalises.
+    pub conformance: Option<ConformanceRun>,
 }
 
 /// The webhook kinds to call before planning.
@@ -336,8 +369,29 @@ pub fn needs(canary: &Canary, observed: &Observed, now: Timestamp) -> Needs {
     Needs {
         analysis,
         webhooks: webhook_needs(canary, observed, now, analysis),
-        conformance: before_traffic && !canary.spec.analysis.conformance_tests.is_empty(),
+        conformance: conformance_run(canary, judged, before_traffic),
     }
+}
+
+/// Which conformance tests this reconcile starts and reads, if any.
+fn conformance_run(canary: &Canary, judged: bool, before_traffic: bool) -> Option<ConformanceRun> {
+    let status = canary.status.as_ref()?;
+    let analysis = &canary.spec.analysis;
+    let run = if before_traffic {
+        ConformanceRun::BeforeTraffic
+    } else if judged
+        && !canary.spec.suspend
+        && status.phase == CanaryPhase::Progressing
+        && status.canary_weight > 0
+        && !is_blue_green(canary)
+    {
+        ConformanceRun::Step(u32::try_from(status.canary_weight).unwrap_or(0))
+    } else if status.phase == CanaryPhase::Finalising && !canary.spec.suspend {
+        ConformanceRun::AfterPromotion
+    } else {
+        return None;
+    };
+    analysis.has_conformance(run.when()).then_some(run)
 }
 
 /// Which gate, check and rollback webhooks to call this tick, following Flagger's
@@ -746,31 +800,66 @@ pub fn plan(input: &Input<'_>) -> Plan {
         }
         CanaryPhase::Progressing | CanaryPhase::WaitingPromotion => progress(&mut b, target),
         CanaryPhase::Promoting => promote(&mut b, target),
-        CanaryPhase::Finalising => {
-            // What was promoted is the analysed revision, even if the target has
-            // changed since; a newer revision starts its own analysis next.
-            let promoted = current.last_applied_spec.clone().unwrap_or_default();
-            b.status.canary_weight = 0;
-            b.target = TargetScale::Down;
-            b.status.last_promoted_spec = Some(promoted.clone());
-            b.event(
-                Severity::Info,
-                reasons::SUCCEEDED,
-                format!("Promotion of {promoted} completed, canary scaled to zero"),
-            );
-            if let Some(e) = b.events.last_mut() {
-                e.revision = Some(promoted.clone());
-            }
-            b.phase(
-                CanaryPhase::Succeeded,
-                format!("revision {promoted} promoted"),
-            );
-            b.post_rollout = Some(CanaryPhase::Succeeded);
-            b.remember(&promoted, CanaryPhase::Succeeded, "promoted".to_string());
-            b.requeue = POLL;
-        }
+        CanaryPhase::Finalising => finalise(&mut b),
     }
     b.finish()
+}
+
+/// The promotion is complete: all traffic is on the primary, which runs the analysed
+/// revision (even if the target changed since; a newer revision starts its own analysis
+/// next). The `after-promotion` conformance tests run against it first: their failure is
+/// reported (a Warning event, the status and the history), since the revision it
+/// replaced is gone.
+fn finalise(b: &mut Builder<'_>) {
+    let current = b.status.clone();
+    let promoted = current.last_applied_spec.clone().unwrap_or_default();
+    b.status.canary_weight = 0;
+    b.target = TargetScale::Down;
+    let mut outcome = "promoted".to_string();
+    if b.input
+        .canary
+        .spec
+        .analysis
+        .has_conformance(ConformanceWhen::AfterPromotion)
+    {
+        match &b.input.observed.conformance {
+            Conformance::Passed => {
+                outcome = "promoted; the after-promotion conformance tests passed".into();
+            }
+            Conformance::Failed(why) => {
+                b.finding(
+                    Severity::Error,
+                    reasons::CHECK_FAILED,
+                    format!("Promoted {promoted}, but after promotion {}", why.message),
+                    why,
+                );
+                outcome = format!("promoted, but after promotion {}", why.message);
+            }
+            Conformance::Running | Conformance::NotRead => {
+                b.status.message = Some(format!(
+                    "running the after-promotion conformance tests of {promoted} against the primary"
+                ));
+                b.requeue = POLL;
+                return;
+            }
+        }
+    }
+    b.status.last_promoted_spec = Some(promoted.clone());
+    b.event(
+        Severity::Info,
+        reasons::SUCCEEDED,
+        format!("Promotion of {promoted} completed, canary scaled to zero"),
+    );
+    for e in &mut b.events {
+        e.revision = Some(promoted.clone());
+    }
+    b.phase(
+        CanaryPhase::Succeeded,
+        format!("revision {promoted} {outcome}"),
+    );
+    b.post_rollout = Some(CanaryPhase::Succeeded);
+    b.remember(&promoted, CanaryPhase::Succeeded, outcome);
+    b.requeue = POLL;
 }
 
 /// Why a webhook gate is closed, for status and events.

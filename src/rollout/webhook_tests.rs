@@ -6,7 +6,8 @@ use crate::api::{CanaryPhase::*, WebhookType};
 use crate::rollout::conditions::reasons;
 use crate::rollout::fixtures::{Clock, canary, observed, plan_webhooks, ready};
 use crate::rollout::plan::{
-    Conformance, Finding, Observed, TargetScale, Traffic, Verdict, WebhookNeeds, Webhooks, needs,
+    Conformance, ConformanceRun, Finding, Observed, TargetScale, Traffic, Verdict, WebhookNeeds,
+    Webhooks, needs,
 };
 
 fn serving(revision: &str) -> Observed {
@@ -402,20 +403,27 @@ fn testing(clock: &Clock) -> crate::api::Canary {
 fn the_conformance_jobs_are_read_while_the_ready_canary_has_no_traffic() {
     let clock = Clock::start();
     let c = testing(&clock);
-    assert!(needs(&c, &serving("rev-b"), clock.now()).conformance);
+    assert_eq!(
+        needs(&c, &serving("rev-b"), clock.now()).conformance,
+        Some(ConformanceRun::BeforeTraffic)
+    );
     let unready = observed()
         .target("rev-b", crate::rollout::fixtures::not_ready("starting"))
         .primary("rev-a", ready());
-    assert!(!needs(&c, &unready, clock.now()).conformance);
+    assert_eq!(needs(&c, &unready, clock.now()).conformance, None);
     let stepped = c.clone().with_status(|s| s.weight(10));
-    assert!(!needs(&stepped, &serving("rev-b"), clock.now()).conformance);
-    assert!(
-        !needs(
+    assert_eq!(
+        needs(&stepped, &serving("rev-b"), clock.now()).conformance,
+        None
+    );
+    assert_eq!(
+        needs(
             &canary().with_status(|s| s.phase(Progressing).applied("rev-b")),
             &serving("rev-b"),
             clock.now()
         )
-        .conformance
+        .conformance,
+        None
     );
 }
 

@@ -105,7 +105,7 @@ fn with_webhooks(mut spec: Value, hooks: Vec<Value>) -> Value {
     spec
 }
 
-async fn settle(rollout: &Rollout, spec: &Value) {
+pub(crate) async fn settle(rollout: &Rollout, spec: &Value) {
     rollout
         .apply_app("kustomize-controller", "6.0.0", 0.001, 40.0)
         .await;
@@ -522,7 +522,7 @@ async fn a_webhook_hanging_to_its_timeout_does_not_delay_another_canary() {
 
 /// A conformance test whose pod kwok completes after `delay` (the `pod-complete` stage of
 /// tests/e2e/kwok-stages.yaml), or fails with `serin.dev/e2e-fail` in `pod_annotations`.
-fn conformance_test(name: &str, delay: &str, pod_annotations: Value) -> Value {
+pub(crate) fn conformance_test(name: &str, delay: &str, pod_annotations: Value) -> Value {
     let mut annotations = pod_annotations;
     annotations["pod-complete.stage.kwok.x-k8s.io/delay"] = json!(delay);
     json!({
@@ -537,7 +537,10 @@ fn conformance_test(name: &str, delay: &str, pod_annotations: Value) -> Value {
     })
 }
 
-async fn jobs_of(client: &kube::Client, ns: &str) -> Vec<k8s_openapi::api::batch::v1::Job> {
+pub(crate) async fn jobs_of(
+    client: &kube::Client,
+    ns: &str,
+) -> Vec<k8s_openapi::api::batch::v1::Job> {
     let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), ns);
     jobs.list(&ListParams::default().labels("serin.dev/canary=podinfo"))
         .await

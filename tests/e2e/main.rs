@@ -3,6 +3,7 @@
 
 mod admission;
 mod bluegreen;
+mod conformance;
 mod dashboards;
 mod decisions;
 mod fixture;

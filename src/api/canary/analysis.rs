@@ -372,6 +372,26 @@ pub struct ConformanceTest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::duration")]
     pub timeout: Option<String>,
+    /// When the test runs (default `[before-traffic]`): `before-traffic` (a failure rolls
+    /// back before any user reaches the canary), `each-step` (at every traffic weight of
+    /// a weighted canary; the next step waits for it, a failure rolls back at once),
+    /// `after-promotion` (against the promoted primary; a failure is reported, since
+    /// there is nothing left to roll back to).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    pub when: Vec<ConformanceWhen>,
+}
+
+/// When a conformance test runs (serin addition).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConformanceWhen {
+    /// Once per revision, before any traffic (the default).
+    BeforeTraffic,
+    /// At every traffic weight of a weighted canary, before the next step.
+    EachStep,
+    /// Once the primary runs the promoted revision, before the phase is Succeeded.
+    AfterPromotion,
 }
 
 /// A webhook called during the rollout (Flagger's CanaryWebhook).
@@ -505,6 +525,11 @@ fn percent(value: Option<i32>, default: u32) -> u32 {
 }
 
 impl CanaryAnalysis {
+    /// Whether any conformance test runs at `when`.
+    pub fn has_conformance(&self, when: ConformanceWhen) -> bool {
+        self.conformance_tests.iter().any(|t| t.runs(when))
+    }
+
     /// Time between analysis steps (default 60s). Unlike Flagger there is no 10s floor:
     /// intervals down to 1s are honoured.
     pub fn interval(&self) -> Duration {
@@ -638,6 +663,15 @@ impl ConformanceTest {
     /// Time the Job may run (default 5m).
     pub fn timeout(&self) -> Duration {
         duration_or(self.timeout.as_deref(), DEFAULT_CONFORMANCE_TEST_TIMEOUT)
+    }
+
+    /// Whether the test runs at `when` (only before traffic when unset).
+    pub fn runs(&self, when: ConformanceWhen) -> bool {
+        if self.when.is_empty() {
+            when == ConformanceWhen::BeforeTraffic
+        } else {
+            self.when.contains(&when)
+        }
     }
 }
 

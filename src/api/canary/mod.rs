@@ -23,8 +23,8 @@ use super::schema;
 
 pub use analysis::{
     AlertSeverity, CanaryAlert, CanaryAnalysis, CanaryMetric, CanaryWebhook, ConformanceTest,
-    Direction, Judge, MetricComparison, NoDataPolicy, ProviderRef, Sequential, SessionAffinity,
-    TemplateRef, ThresholdRange, WebhookType,
+    ConformanceWhen, Direction, Judge, MetricComparison, NoDataPolicy, ProviderRef, Sequential,
+    SessionAffinity, TemplateRef, ThresholdRange, WebhookType,
 };
 pub use service::{CanaryService, CustomMetadata, ParentReference, UnmanagedMetadata};
 pub use status::{CanaryPhase, CanaryStatus, HISTORY_LIMIT, PendingNotification, Release};

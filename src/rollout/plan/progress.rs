@@ -89,6 +89,16 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
         }
         return;
     }
+    let step_tests = !blue_green
+        && canary
+            .spec
+            .analysis
+            .has_conformance(ConformanceWhen::EachStep);
+    if step_tests && let Conformance::Failed(why) = &input.observed.conformance {
+        // A conformance test of this step failed: roll back at once, not at the tick.
+        b.rollback(why);
+        return;
+    }
     let Some(verdict) = &input.verdict else {
         let remaining = canary
             .spec
@@ -175,6 +185,14 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
             } else {
                 switch_and_promote(b, target);
             }
+        }
+        Verdict::Pass if step_tests && input.observed.conformance != Conformance::Passed => {
+            // The checks passed, but the conformance tests of this weight still run: the
+            // next step (or the promotion) waits for them until the next tick.
+            b.status.message = Some(format!(
+                "weight {weight}: the checks passed; waiting for the conformance tests of this step"
+            ));
+            b.requeue = b.interval();
         }
         Verdict::Pass => {
             let promotion_hooks =
@@ -263,7 +281,11 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
 pub(super) fn first_step(b: &mut Builder<'_>, target: &Target, threshold: u32) {
     let input = b.input;
     let canary = input.canary;
-    if !canary.spec.analysis.conformance_tests.is_empty() {
+    if canary
+        .spec
+        .analysis
+        .has_conformance(ConformanceWhen::BeforeTraffic)
+    {
         // The conformance tests run before any traffic; a failure rolls back at once.
         match &input.observed.conformance {
             Conformance::Failed(why) => {
