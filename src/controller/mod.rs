@@ -187,6 +187,7 @@ async fn reject(canary: &Canary, ctx: &Context, why: String) -> Result<Action> {
                 canary.uid().unwrap_or_default()
             ),
             message: why,
+            muted: false,
         };
         act::publish(ctx, canary, &event).await;
     }

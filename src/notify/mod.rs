@@ -228,7 +228,7 @@ pub fn notifiable(reason: &str) -> bool {
 
 /// The alerts (by name, and [`DEFAULT_TARGET`]) that want `event`.
 pub fn targets(canary: &Canary, event: &Event, default: Option<AlertSeverity>) -> Vec<String> {
-    if !notifiable(event.reason) {
+    if event.muted || !notifiable(event.reason) {
         return Vec::new();
     }
     let severity = alert_severity(event.severity);

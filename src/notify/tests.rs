@@ -163,6 +163,7 @@ fn the_same_event_is_recorded_once() {
         value: None,
         message: "promoted".into(),
         key: "k1".into(),
+        muted: false,
     };
     let mut status = CanaryStatus::default();
     let now = Timestamp::now();
@@ -192,6 +193,7 @@ fn steps_go_only_to_alerts_that_ask_for_them() {
         value: None,
         message: "Advance r canary weight 20".into(),
         key: "k".into(),
+        muted: false,
     };
     assert_eq!(
         targets(&canary, &event, Some(AlertSeverity::Info)),
@@ -211,6 +213,7 @@ fn nothing_is_recorded_without_alerts() {
         value: None,
         message: "rolled back".into(),
         key: "k".into(),
+        muted: false,
     };
     let mut status = CanaryStatus::default();
     enqueue(&mut status, &canary, &[event], None, None, Timestamp::now());
@@ -247,6 +250,7 @@ fn the_outbox_is_bounded_and_drops_the_oldest() {
             value: None,
             message: String::new(),
             key: format!("k{i}"),
+            muted: false,
         };
         enqueue(&mut status, &canary, &[event], None, None, Timestamp::now());
     }

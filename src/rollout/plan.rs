@@ -173,6 +173,9 @@ pub struct Event {
     /// The same transition planned again (after a restart, or from a stale cache) gets
     /// the same key, so that it is published once.
     pub key: String,
+    /// Published as a Kubernetes Event but not notified: a gate webhook with
+    /// `muteAlert` closed the gate (Flagger's `muteAlert`).
+    pub muted: bool,
 }
 
 impl Event {
@@ -518,7 +521,27 @@ impl Builder<'_> {
             value: None,
             message: message.into(),
             key: String::new(),
+            muted: false,
         });
+    }
+
+    /// Mutes the notification of the last event when the webhook that closed a gate asks
+    /// for it (`muteAlert`); the Kubernetes Event is still published.
+    fn mute_if_asked(&mut self, why: Option<&Finding>) {
+        let Some(name) = why.and_then(|f| f.metric.as_deref()) else {
+            return;
+        };
+        let muted = self
+            .input
+            .canary
+            .spec
+            .analysis
+            .webhooks
+            .iter()
+            .any(|w| w.name == name && w.mute_alert);
+        if let Some(e) = self.events.last_mut() {
+            e.muted = muted;
+        }
     }
 
     /// An event about a finding of the analysis: it names the metric and its value.
@@ -587,12 +610,14 @@ impl Builder<'_> {
             &self.input.webhooks,
             WebhookType::ConfirmRollout,
         ) {
+            let closer = why.clone();
             let why = closed_because(why, "confirm-rollout");
             self.event(
                 Severity::Info,
                 reasons::WAITING_APPROVAL,
                 format!("New revision {revision} waits for its confirm-rollout webhooks: {why}"),
             );
+            self.mute_if_asked(closer.as_ref());
             self.phase(
                 CanaryPhase::Waiting,
                 format!("waiting for the confirm-rollout webhooks to start {revision}: {why}"),

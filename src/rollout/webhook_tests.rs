@@ -498,3 +498,46 @@ fn every_finished_release_is_kept_in_a_bounded_history_newest_first() {
     assert_eq!(history[0].outcome, Failed);
     assert_eq!(history[0].reason.as_deref(), Some("smoke failed"));
 }
+
+#[test]
+fn a_gate_closed_by_a_webhook_with_mute_alert_is_an_event_but_not_a_notification() {
+    let clock = Clock::start();
+    let waiting_for = |mute: bool| {
+        let mut c = canary()
+            .interval_secs(10)
+            .max_weight(50)
+            .webhook(WebhookType::ConfirmPromotion)
+            .with_status(|s| {
+                s.phase(Progressing)
+                    .promoted("rev-a")
+                    .applied("rev-b")
+                    .weight(50)
+                    .analysis_started_at(clock.ago_secs(60))
+                    .last_analysed_at(clock.ago_secs(11))
+            });
+        c.spec.analysis.webhooks[0].mute_alert = mute;
+        let plan = plan_webhooks(
+            &c,
+            &serving("rev-b"),
+            Webhooks {
+                confirm_promotion: closed("confirm-promotion", 403),
+                ..Default::default()
+            },
+            Some(Verdict::Pass),
+            clock.now(),
+        );
+        let event = plan
+            .events
+            .iter()
+            .find(|e| e.reason == reasons::WAITING_APPROVAL)
+            .cloned()
+            .expect("the wait is an event either way");
+        (c, event)
+    };
+    let (c, loud) = waiting_for(false);
+    assert!(!loud.muted);
+    assert!(!crate::notify::targets(&c, &loud, Some(crate::api::AlertSeverity::Info)).is_empty());
+    let (c, muted) = waiting_for(true);
+    assert!(muted.muted);
+    assert!(crate::notify::targets(&c, &muted, Some(crate::api::AlertSeverity::Info)).is_empty());
+}

@@ -199,6 +199,7 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
                 webhook_gate(canary, &input.webhooks, WebhookType::ConfirmPromotion);
             if weight >= canary.spec.analysis.max_weight() {
                 if let Err(why) = promotion_hooks {
+                    let closer = why.clone();
                     let why = closed_because(why, "confirm-promotion");
                     b.event(
                         Severity::Info,
@@ -208,6 +209,7 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
                             target.revision
                         ),
                     );
+                    b.mute_if_asked(closer.as_ref());
                     b.phase(
                         CanaryPhase::WaitingPromotion,
                         format!(
@@ -262,10 +264,21 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
             } else if let Err(why) =
                 webhook_gate(canary, &input.webhooks, WebhookType::ConfirmTrafficIncrease)
             {
-                b.status.message = Some(format!(
+                let closer = why.clone();
+                let waiting = format!(
                     "weight {weight}: waiting for the confirm-traffic-increase webhooks: {}",
                     closed_because(why, "confirm-traffic-increase")
-                ));
+                );
+                // Said once per gate: the webhooks are asked again every interval.
+                if status.message.as_deref() != Some(waiting.as_str()) {
+                    b.event(
+                        Severity::Info,
+                        reasons::WAITING_APPROVAL,
+                        format!("Analysis of {} passed; {waiting}", target.revision),
+                    );
+                    b.mute_if_asked(closer.as_ref());
+                }
+                b.status.message = Some(waiting);
                 b.requeue = b.interval();
             } else {
                 step_to(b, next_weight(canary, weight), target);
