@@ -14,6 +14,7 @@ mod install;
 mod lifecycle;
 mod notify;
 mod operate;
+mod release;
 mod rollout;
 mod safety;
 mod smoke;
