@@ -1,6 +1,6 @@
 # The two commands: `make demo` runs a rollout on a local control plane it sets up,
 # `make test` runs every test. Both install what a fresh machine needs.
-.PHONY: demo test bench crds
+.PHONY: demo test bench chaos crds
 
 demo:
 	scripts/demo.sh
@@ -14,3 +14,6 @@ crds:
 
 bench:
 	cargo run --release --quiet -- bench decisions --seed 42
+
+chaos:
+	scripts/chaos.sh

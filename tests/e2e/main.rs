@@ -3,6 +3,7 @@
 
 mod admission;
 mod bluegreen;
+mod chaos;
 mod conformance;
 mod dashboards;
 mod decisions;

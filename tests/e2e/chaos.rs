@@ -1,0 +1,299 @@
+//! Chaos: releases carried to their end while serin is SIGKILLed and restarted at random,
+//! seeded points, watched from outside serin (the API server and the simulator's
+//! counters) for the invariants a fault must never break:
+//!
+//! - the route's weights always add up to 100, and no user request reaches a backend
+//!   with no ready pod (`serin_sim_unready_requests_total` stays 0);
+//! - the primary is never scaled to zero while the route sends it traffic;
+//! - a release ends with the outcome its metrics call for: a bad one is never promoted, a
+//!   good one never rolled back by a fault;
+//! - no step is applied twice (the canary's weight never rises again after it fell within
+//!   a release), and the conformance test runs once per revision (one Job, one pod).
+//!
+//! The short version runs in `make test`; `make chaos` runs the long one (environment:
+//! `SERIN_CHAOS_RELEASES`, `SERIN_CHAOS_SEED`) and prints the table of docs/chaos.md.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::{Api, api::ListParams};
+use serde_json::json;
+use serin::api::CanaryPhase;
+use serin::sim::Rng;
+
+use crate::fixture::{IMAGE, Rollout, canary_spec};
+use crate::gates::conformance_test;
+use crate::harness::with_namespace;
+
+/// How long one release may take, faults included.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One violation of an invariant, with when it was seen.
+struct Violation {
+    at: Duration,
+    release: usize,
+    what: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "at {:.1} s, release {}: {}",
+            self.at.as_secs_f64(),
+            self.release,
+            self.what
+        )
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    kills: usize,
+    violations: Vec<Violation>,
+    rows: Vec<String>,
+}
+
+/// What the checker saw of one release.
+#[derive(Default)]
+struct Seen {
+    /// Distinct consecutive canary weights of the route.
+    weights: Vec<u64>,
+}
+
+impl Seen {
+    /// A step applied twice shows as the weight rising again after it fell.
+    fn step_repeated(&self) -> Option<String> {
+        let fell = self.weights.windows(2).position(|w| w[1] < w[0])?;
+        let after = &self.weights[fell + 1..];
+        after.windows(2).any(|w| w[1] > w[0]).then(|| {
+            format!(
+                "the canary weight rose again after it fell: {:?}",
+                self.weights
+            )
+        })
+    }
+}
+
+/// Samples the route and the primary once; records violations.
+async fn sample(rollout: &Rollout, release: usize, seen: &mut Seen, tally: &mut Tally) {
+    let mut violation = |what: String| {
+        tally.violations.push(Violation {
+            at: rollout.elapsed(),
+            release,
+            what,
+        })
+    };
+    let Some((primary, canary)) = rollout.vs_weights().await else {
+        return;
+    };
+    if primary + canary != 100 {
+        violation(format!(
+            "route weights {primary}+{canary} do not add up to 100"
+        ));
+    }
+    if seen.weights.last() != Some(&canary) {
+        seen.weights.push(canary);
+    }
+    if primary > 0 {
+        let replicas = Rollout::replicas(&rollout.deployment("podinfo-primary").await);
+        if replicas == 0 {
+            violation(format!(
+                "the primary is scaled to 0 while the route sends it {primary}%"
+            ));
+        }
+    }
+}
+
+/// The revision serin analyses or settled on last.
+async fn applied(rollout: &Rollout) -> Option<String> {
+    rollout
+        .canary()
+        .await
+        .status
+        .and_then(|s| s.last_applied_spec)
+}
+
+/// Carries one release to its end, killing and restarting serin at random points when
+/// `faults` is set. Returns the final phase and the number of kills.
+async fn release(
+    rollout: &mut Rollout,
+    rng: &mut Rng,
+    index: usize,
+    faults: bool,
+    tally: &mut Tally,
+) -> (CanaryPhase, Duration) {
+    let before = applied(rollout).await;
+    let bad = index > 0 && rng.uniform() < 0.4;
+    let tag = format!("6.1.{index}");
+    let started = Instant::now();
+    rollout
+        .apply_app(
+            "kustomize-controller",
+            &tag,
+            if bad { 0.2 } else { 0.001 },
+            40.0,
+        )
+        .await;
+    let mut seen = Seen::default();
+    let mut running = true;
+    let mut next_fault =
+        Instant::now() + Duration::from_millis(300 + (rng.uniform() * 2500.0) as u64);
+    let mut kills = 0;
+    let phase = loop {
+        sample(rollout, index, &mut seen, tally).await;
+        let status = rollout.canary().await.status.unwrap_or_default();
+        let settled = matches!(status.phase, CanaryPhase::Succeeded | CanaryPhase::Failed);
+        if running
+            && settled
+            && status.last_applied_spec.is_some()
+            && status.last_applied_spec != before
+        {
+            break status.phase;
+        }
+        assert!(
+            started.elapsed() < RELEASE_TIMEOUT,
+            "release {index} ({tag}) did not end: phase {} weight {}; {:?}\n{}",
+            status.phase,
+            status.canary_weight,
+            status.message,
+            rollout.controller_log()
+        );
+        if faults && Instant::now() >= next_fault {
+            if running {
+                rollout.kill_controller().await;
+                kills += 1;
+                next_fault =
+                    Instant::now() + Duration::from_millis(100 + (rng.uniform() * 700.0) as u64);
+            } else {
+                rollout.start_controller();
+                next_fault =
+                    Instant::now() + Duration::from_millis(300 + (rng.uniform() * 2500.0) as u64);
+            }
+            running = !running;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let took = started.elapsed();
+    tally.kills += kills;
+
+    let mut violation = |what: String| {
+        tally.violations.push(Violation {
+            at: rollout.elapsed(),
+            release: index,
+            what,
+        })
+    };
+    let expected = if bad {
+        CanaryPhase::Failed
+    } else {
+        CanaryPhase::Succeeded
+    };
+    if phase != expected {
+        violation(format!(
+            "{tag} ended {phase}, its metrics call for {expected}"
+        ));
+    }
+    let primary = Rollout::image(&rollout.deployment("podinfo-primary").await);
+    if bad && primary.ends_with(&format!(":{tag}")) {
+        violation(format!("the bad release {tag} was promoted"));
+    }
+    if let Some(why) = seen.step_repeated() {
+        violation(why);
+    }
+    let revision = applied(rollout).await.unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(rollout.client.clone(), &rollout.ns);
+    let runs = jobs
+        .list(&ListParams::default().labels(&format!("serin.dev/revision={revision}")))
+        .await
+        .unwrap()
+        .items
+        .len();
+    let pods = rollout
+        .pods(&format!(
+            "serin.dev/revision={revision},serin.dev/conformance-test=smoke"
+        ))
+        .await
+        .len();
+    if (runs, pods) != (1, 1) {
+        violation(format!(
+            "the conformance test of {tag} ran {runs} Jobs and {pods} pods, not one"
+        ));
+    }
+    tally.rows.push(format!(
+        "| {index} | {tag} | {} | {kills} | {phase} | {:.1} s | {:?} |",
+        if bad { "bad (20% errors)" } else { "good" },
+        took.as_secs_f64(),
+        seen.weights
+    ));
+    (phase, took)
+}
+
+/// Runs `releases` releases under SIGKILLs after one fault-free release, and checks that
+/// no invariant was violated.
+async fn chaos(prefix: &str, releases: usize, seed: u64) {
+    with_namespace(prefix, |client, ns| async move {
+        let mut spec = canary_spec(2);
+        spec["spec"]["analysis"]["conformanceTests"] =
+            json!([conformance_test("smoke", "1s", json!({}))]);
+        let mut rollout = Rollout::start_with_rps(client, &ns, 200).await;
+        rollout
+            .apply_app("kustomize-controller", "6.0.0", 0.001, 40.0)
+            .await;
+        rollout.apply("kustomize-controller", &spec).await;
+        rollout
+            .await_phase(CanaryPhase::Initialized, Duration::from_secs(60))
+            .await;
+        let mut rng = Rng::new(seed);
+        let mut tally = Tally::default();
+        let (_, baseline) = release(&mut rollout, &mut rng, 0, false, &mut tally).await;
+        let mut took = Vec::new();
+        for index in 1..=releases {
+            let (_, t) = release(&mut rollout, &mut rng, index, true, &mut tally).await;
+            took.push(t.as_secs_f64());
+        }
+        let unready = rollout.unready_requests().await;
+        for (backend, n) in &unready {
+            tally.violations.push(Violation {
+                at: rollout.elapsed(),
+                release: releases,
+                what: format!("{n} requests reached {backend} with no ready pod"),
+            });
+        }
+        let mean = took.iter().sum::<f64>() / took.len().max(1) as f64;
+        println!(
+            "\nchaos seed {seed}: {releases} releases under faults, {} SIGKILLs, {} violations; \
+             a release took {mean:.1} s on average under faults, {:.1} s without\n\
+             | release | image | kind | SIGKILLs | outcome | took | canary weights seen |\n\
+             |---|---|---|---|---|---|---|\n{}",
+            tally.kills,
+            tally.violations.len(),
+            baseline.as_secs_f64(),
+            tally.rows.join("\n")
+        );
+        let violations: Vec<String> = tally.violations.iter().map(|v| v.to_string()).collect();
+        assert!(
+            violations.is_empty(),
+            "invariants violated:\n{}\n{}",
+            violations.join("\n"),
+            rollout.controller_log()
+        );
+        let primary = Rollout::image(&rollout.deployment("podinfo-primary").await);
+        assert!(primary.starts_with(IMAGE), "{primary}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn releases_carried_through_repeated_sigkills_break_no_invariant() {
+    let releases = env_or("SERIN_CHAOS_RELEASES", 3) as usize;
+    let seed = env_or("SERIN_CHAOS_SEED", 7);
+    chaos("e2e-chaos", releases, seed).await;
+}
