@@ -16,3 +16,6 @@ pub mod router;
 pub mod sim;
 pub mod telemetry;
 pub mod workloads;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -13,6 +13,8 @@ pub enum QueryError {
     Unreachable { address: String, reason: String },
     #[error("Prometheus rejected the query: {0}")]
     Rejected(String),
+    #[error("Prometheus at {address} answered something that is not a query result: {reason}")]
+    Malformed { address: String, reason: String },
     #[error("no data: the query returned no series")]
     NoData,
     #[error("no data: the query returned NaN")]
@@ -27,6 +29,7 @@ impl QueryError {
         match self {
             QueryError::Unreachable { .. } => "unreachable",
             QueryError::Rejected(_) => "rejected",
+            QueryError::Malformed { .. } => "malformed",
             QueryError::NoData | QueryError::NaN => "no_data",
             QueryError::BadAddress(_) => "bad_address",
         }
@@ -81,6 +84,14 @@ impl PrometheusProvider {
     fn failed(&self, e: PromError) -> QueryError {
         match e {
             PromError::Prometheus(e) => QueryError::Rejected(e.to_string()),
+            // Reached, but the body is not Prometheus' JSON (a proxy's error page, a cut
+            // answer, an unknown result type).
+            PromError::Client(ref c) if c.inner().is_some_and(|r| r.is_decode()) => {
+                QueryError::Malformed {
+                    address: self.address.clone(),
+                    reason: describe(&e),
+                }
+            }
             other => QueryError::Unreachable {
                 address: self.address.clone(),
                 reason: describe(&other),
