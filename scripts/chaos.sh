@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The chaos run: releases carried through repeated SIGKILLs of serin on a local control
 # plane this script starts and stops, watched for the invariants of tests/e2e/chaos.rs.
-# SERIN_CHAOS_RELEASES (default 50) and SERIN_CHAOS_SEED (default 7) choose the run.
+# SERIN_CHAOS_RELEASES (default 50) and SERIN_CHAOS_SEED (default 7) choose the run;
+# every SERIN_CHAOS_APISERVER_EVERY-th release (default 5; 0 for none) also loses
+# kube-apiserver (SIGKILL, restarted 0.5-3 s later). Nothing else may use this control
+# plane meanwhile: the end-to-end suite's short chaos run never restarts the API server.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -18,5 +21,6 @@ trap 'step "stopping the local control plane"; tests/e2e/cluster.sh down "$clust
 # shellcheck disable=SC1090
 . "$env_file"
 export SERIN_CHAOS_RELEASES=${SERIN_CHAOS_RELEASES:-50} SERIN_CHAOS_SEED=${SERIN_CHAOS_SEED:-7}
-step "chaos: $SERIN_CHAOS_RELEASES releases, seed $SERIN_CHAOS_SEED"
+export SERIN_CHAOS_APISERVER_EVERY=${SERIN_CHAOS_APISERVER_EVERY:-5}
+step "chaos: $SERIN_CHAOS_RELEASES releases, seed $SERIN_CHAOS_SEED, the API server lost every $SERIN_CHAOS_APISERVER_EVERY releases"
 cargo test --test e2e -- chaos:: --nocapture

@@ -11,7 +11,10 @@
 //!   a release), and the conformance test runs once per revision (one Job, one pod).
 //!
 //! The short version runs in `make test`; `make chaos` runs the long one (environment:
-//! `SERIN_CHAOS_RELEASES`, `SERIN_CHAOS_SEED`) and prints the table of docs/chaos.md.
+//! `SERIN_CHAOS_RELEASES`, `SERIN_CHAOS_SEED`, and `SERIN_CHAOS_APISERVER_EVERY`, which
+//! also SIGKILLs and restarts kube-apiserver during every n-th release: never in the
+//! suite, whose other tests share the control plane) and prints the table of
+//! docs/chaos.md.
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +60,7 @@ impl std::fmt::Display for Violation {
 #[derive(Default)]
 struct Tally {
     kills: usize,
+    apiserver_restarts: usize,
     violations: Vec<Violation>,
     rows: Vec<String>,
 }
@@ -82,7 +86,26 @@ impl Seen {
     }
 }
 
-/// Samples the route and the primary once; records violations.
+/// The Canary's status, or `None` while the API server does not answer.
+async fn status(rollout: &Rollout) -> Option<serin::api::CanaryStatus> {
+    Api::<serin::api::Canary>::namespaced(rollout.client.clone(), &rollout.ns)
+        .get("podinfo")
+        .await
+        .ok()?
+        .status
+}
+
+/// The primary's replicas, or `None` while the API server does not answer.
+async fn primary_replicas(rollout: &Rollout) -> Option<i32> {
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(rollout.client.clone(), &rollout.ns)
+        .get("podinfo-primary")
+        .await
+        .ok()
+        .map(|d| Rollout::replicas(&d))
+}
+
+/// Samples the route and the primary once (skipped while the API server does not
+/// answer); records violations.
 async fn sample(rollout: &Rollout, release: usize, seen: &mut Seen, tally: &mut Tally) {
     let mut violation = |what: String| {
         tally.violations.push(Violation {
@@ -103,8 +126,7 @@ async fn sample(rollout: &Rollout, release: usize, seen: &mut Seen, tally: &mut 
         seen.weights.push(canary);
     }
     if primary > 0 {
-        let replicas = Rollout::replicas(&rollout.deployment("podinfo-primary").await);
-        if replicas == 0 {
+        if primary_replicas(rollout).await == Some(0) {
             violation(format!(
                 "the primary is scaled to 0 while the route sends it {primary}%"
             ));
@@ -114,11 +136,33 @@ async fn sample(rollout: &Rollout, release: usize, seen: &mut Seen, tally: &mut 
 
 /// The revision serin analyses or settled on last.
 async fn applied(rollout: &Rollout) -> Option<String> {
-    rollout
-        .canary()
+    status(rollout).await.and_then(|s| s.last_applied_spec)
+}
+
+/// SIGKILLs kube-apiserver and starts it again after `pause` (`cluster.sh restart`).
+async fn restart_apiserver(rollout: &Rollout, pause: Duration) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/cluster.sh");
+    let out = tokio::process::Command::new(script)
+        .arg("restart")
+        .arg(&rollout.env.dir)
+        .arg("kube-apiserver")
+        .arg(format!("{:.1}", pause.as_secs_f64()))
+        .output()
         .await
-        .status
-        .and_then(|s| s.last_applied_spec)
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    crate::harness::eventually("the API server back", Duration::from_secs(90), || async {
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(rollout.client.clone())
+            .get(&rollout.ns)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
 }
 
 /// Carries one release to its end, killing and restarting serin at random points when
@@ -147,9 +191,25 @@ async fn release(
     let mut next_fault =
         Instant::now() + Duration::from_millis(300 + (rng.uniform() * 2500.0) as u64);
     let mut kills = 0;
+    // Every `SERIN_CHAOS_APISERVER_EVERY`-th release also loses the API server once.
+    let every = env_or("SERIN_CHAOS_APISERVER_EVERY", 0) as usize;
+    let mut apiserver_at = (faults && every > 0 && index % every == 0)
+        .then(|| Instant::now() + Duration::from_millis(500 + (rng.uniform() * 4000.0) as u64));
     let phase = loop {
         sample(rollout, index, &mut seen, tally).await;
-        let status = rollout.canary().await.status.unwrap_or_default();
+        if apiserver_at.is_some_and(|at| Instant::now() >= at) {
+            apiserver_at = None;
+            restart_apiserver(
+                rollout,
+                Duration::from_millis(500 + (rng.uniform() * 2500.0) as u64),
+            )
+            .await;
+            tally.apiserver_restarts += 1;
+        }
+        let Some(status) = status(rollout).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
         let settled = matches!(status.phase, CanaryPhase::Succeeded | CanaryPhase::Failed);
         if running
             && settled
@@ -269,11 +329,12 @@ async fn chaos(prefix: &str, releases: usize, seed: u64) {
         }
         let mean = took.iter().sum::<f64>() / took.len().max(1) as f64;
         println!(
-            "\nchaos seed {seed}: {releases} releases under faults, {} SIGKILLs, {} violations; \
+            "\nchaos seed {seed}: {releases} releases under faults, {} SIGKILLs, {} API server restarts, {} violations; \
              a release took {mean:.1} s on average under faults, {:.1} s without\n\
              | release | image | kind | SIGKILLs | outcome | took | canary weights seen |\n\
              |---|---|---|---|---|---|---|\n{}",
             tally.kills,
+            tally.apiserver_restarts,
             tally.violations.len(),
             baseline.as_secs_f64(),
             tally.rows.join("\n")

@@ -7,6 +7,10 @@
 #                           the path of the env file to source.
 #   cluster.sh down DIR...  stop everything started in each DIR and remove it.
 #   cluster.sh env  DIR     print the env file (KUBECONFIG, SERIN_PROMETHEUS_URL, ...).
+#   cluster.sh restart DIR NAME [PAUSE]
+#                           SIGKILL one component (kube-apiserver, etcd, prometheus, ...),
+#                           wait PAUSE seconds (default 0), and start it again as it was
+#                           started; for the chaos run.
 #
 # Every run picks its own free ports and data directory, so two runs never collide.
 set -euo pipefail
@@ -35,11 +39,14 @@ free_port() {
 }
 
 # start NAME CMD...: runs CMD in its own session, logs to DIR/logs/NAME.log, and
-# records its pid so that `down` can stop the whole process group.
+# records its pid so that `down` can stop the whole process group, and its command line
+# so that `restart` can start it again.
 start() {
   local name=$1
   shift
-  setsid "$@" >"$dir/logs/$name.log" 2>&1 </dev/null &
+  mkdir -p "$dir/cmds"
+  printf '%q ' "$@" >"$dir/cmds/$name"
+  setsid "$@" >>"$dir/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$dir/pids/$name"
 }
 
@@ -248,7 +255,14 @@ cmd_up() {
   if compgen -G "$repo/crds/*.yaml" >/dev/null; then
     "$bins/kubectl" --kubeconfig "$kubeconfig" apply --server-side -k "$repo/crds/" >/dev/null
   fi
-  "$bins/kubectl" --kubeconfig "$kubeconfig" wait --for condition=Established crd --all --timeout 60s >/dev/null
+  # kubectl wait fails at once (instead of waiting) on a CRD whose status has no
+  # conditions yet, as a just-created one may under load: ask again.
+  local attempt
+  for attempt in $(seq 1 30); do
+    "$bins/kubectl" --kubeconfig "$kubeconfig" wait --for condition=Established crd --all --timeout 60s >/dev/null 2>&1 && break
+    [ "$attempt" -lt 30 ] || die "the CRDs were not established"
+    sleep 1
+  done
 
   log "starting Prometheus on 127.0.0.1:$prometheus_port"
   # Scrape targets are files in prometheus/targets/: the traffic simulator and serin
@@ -322,13 +336,27 @@ cmd_down() {
   log "stopped ${#pids[@]} processes from $d"
 }
 
+# Kills one component's process group, waits, and starts it again with its command line.
+cmd_restart() {
+  dir=${1:?usage: cluster.sh restart DIR NAME [PAUSE]}
+  local name=${2:?usage: cluster.sh restart DIR NAME [PAUSE]} pause=${3:-0} pid
+  [ -f "$dir/cmds/$name" ] || die "no $name started in $dir"
+  pid=$(cat "$dir/pids/$name")
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  while running "$pid"; do sleep 0.05; done
+  sleep "$pause"
+  log "restarting $name"
+  eval "start $name $(cat "$dir/cmds/$name")"
+}
+
 case "${1:-}" in
   up) shift; cmd_up "$@" ;;
+  restart) shift; cmd_restart "$@" ;;
   down)
     shift
     [ $# -gt 0 ] || { echo "usage: cluster.sh down DIR..." >&2; exit 2; }
     for d in "$@"; do cmd_down "$d"; done
     ;;
   env) shift; cat "${1:?usage: cluster.sh env DIR}/env" ;;
-  *) echo "usage: cluster.sh up [DIR] | down DIR | env DIR" >&2; exit 2 ;;
+  *) echo "usage: cluster.sh up [DIR] | down DIR | env DIR | restart DIR NAME [PAUSE]" >&2; exit 2 ;;
 esac
