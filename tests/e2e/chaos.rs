@@ -125,12 +125,10 @@ async fn sample(rollout: &Rollout, release: usize, seen: &mut Seen, tally: &mut 
     if seen.weights.last() != Some(&canary) {
         seen.weights.push(canary);
     }
-    if primary > 0 {
-        if primary_replicas(rollout).await == Some(0) {
-            violation(format!(
-                "the primary is scaled to 0 while the route sends it {primary}%"
-            ));
-        }
+    if primary > 0 && primary_replicas(rollout).await == Some(0) {
+        violation(format!(
+            "the primary is scaled to 0 while the route sends it {primary}%"
+        ));
     }
 }
 
@@ -193,7 +191,7 @@ async fn release(
     let mut kills = 0;
     // Every `SERIN_CHAOS_APISERVER_EVERY`-th release also loses the API server once.
     let every = env_or("SERIN_CHAOS_APISERVER_EVERY", 0) as usize;
-    let mut apiserver_at = (faults && every > 0 && index % every == 0)
+    let mut apiserver_at = (faults && every > 0 && index.is_multiple_of(every))
         .then(|| Instant::now() + Duration::from_millis(500 + (rng.uniform() * 4000.0) as u64));
     let phase = loop {
         sample(rollout, index, &mut seen, tally).await;
