@@ -35,6 +35,17 @@ async fn apex_app(rollout: &Rollout) -> String {
         .unwrap_or_default()
 }
 
+/// Waits (the rest of a reconcile) for the apex Service to select `app`.
+async fn apex_selects(rollout: &Rollout, app: &str, why: &str) {
+    eventually(why, Duration::from_secs(10), || async {
+        match apex_app(rollout).await {
+            selected if selected == app => Ok(()),
+            selected => Err(selected),
+        }
+    })
+    .await;
+}
+
 /// Polls the apex Service's selector and the phase until `until`, recording each
 /// distinct (selected app, phase).
 async fn record_switches(rollout: &Rollout, until: CanaryPhase) -> Vec<(String, CanaryPhase)> {
@@ -67,15 +78,10 @@ async fn initialized(rollout: &Rollout, threshold: u32) {
         .await;
     rollout.await_phase(CanaryPhase::Initialized, SETTLE).await;
     // The status is written first; the apex Service follows in the same reconcile.
-    eventually(
+    apex_selects(
+        rollout,
+        "podinfo-primary",
         "the apex Service selects the primary",
-        Duration::from_secs(10),
-        || async {
-            match apex_app(rollout).await {
-                app if app == "podinfo-primary" => Ok(()),
-                app => Err(app),
-            }
-        },
     )
     .await;
 }
@@ -104,15 +110,10 @@ async fn blue_green_switches_the_apex_service_only_after_the_checks_pass() {
         );
         let status = rollout.canary().await.status.unwrap();
         assert_eq!(status.iterations, 3);
-        eventually(
+        apex_selects(
+            &rollout,
+            "podinfo-primary",
             "the apex Service selects the primary again",
-            Duration::from_secs(10),
-            || async {
-                match apex_app(&rollout).await {
-                    app if app == "podinfo-primary" => Ok(()),
-                    app => Err(app),
-                }
-            },
         )
         .await;
         let primary = rollout.deployment("podinfo-primary").await;
@@ -184,15 +185,10 @@ async fn a_canary_without_a_provider_is_routed_by_the_controllers_default_provid
             .await;
         rollout.apply("kustomize-controller", &spec).await;
         rollout.await_phase(CanaryPhase::Initialized, SETTLE).await;
-        eventually(
+        apex_selects(
+            &rollout,
+            "podinfo-primary",
             "the apex Service selects the primary, as the kubernetes provider does",
-            Duration::from_secs(10),
-            || async {
-                match apex_app(&rollout).await {
-                    app if app == "podinfo-primary" => Ok(()),
-                    app => Err(app),
-                }
-            },
         )
         .await;
         assert_eq!(

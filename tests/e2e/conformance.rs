@@ -4,34 +4,18 @@
 //! rolls back, and the after-promotion test runs against the promoted primary before the
 //! release succeeds.
 
-use std::collections::BTreeMap;
-
 use serde_json::json;
 use serin::api::CanaryPhase;
 
 use crate::fixture::{Rollout, canary_spec};
-use crate::gates::{conformance_test, jobs_of, settle};
+use crate::gates::{conformance_test, job_env, jobs_of, settle};
 use crate::harness::with_namespace;
 
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn run_of(job: &k8s_openapi::api::batch::v1::Job) -> (String, String) {
     let labels = job.metadata.labels.clone().unwrap_or_default();
-    let env: BTreeMap<String, String> = job
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
-        .env
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|e| (e.name, e.value.unwrap_or_default()))
-        .collect();
+    let env = job_env(job);
     assert_eq!(
         labels.get("serin.dev/conformance-run"),
         env.get("SERIN_CONFORMANCE_RUN"),

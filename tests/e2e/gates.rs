@@ -537,6 +537,26 @@ pub(crate) fn conformance_test(name: &str, delay: &str, pod_annotations: Value) 
     })
 }
 
+/// The environment of a Job's first container, as set by serin.
+pub(crate) fn job_env(
+    job: &k8s_openapi::api::batch::v1::Job,
+) -> std::collections::BTreeMap<String, String> {
+    job.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.name, e.value.unwrap_or_default()))
+        .collect()
+}
+
 pub(crate) async fn jobs_of(
     client: &kube::Client,
     ns: &str,
@@ -578,21 +598,7 @@ async fn a_conformance_job_that_exits_0_lets_traffic_start_and_one_that_fails_ro
             job.metadata.owner_references.as_ref().unwrap()[0].kind,
             "Canary"
         );
-        let env: Vec<(String, String)> = job
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0]
-            .env
-            .clone()
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.name, e.value.unwrap_or_default()))
-            .collect();
+        let env: Vec<(String, String)> = job_env(job).into_iter().collect();
         assert!(
             env.contains(&(
                 "SERIN_CANARY_ADDRESS".into(),
