@@ -14,7 +14,9 @@ pub(super) fn since_analysis_start(canary: &Canary, now: Timestamp) -> Duration 
         .unwrap_or_default()
 }
 
-/// Whether the canary has had traffic for less than the longest metric window.
+/// Whether the canary's traffic is too young for its metrics to have data: less than
+/// the longest metric window, plus the time Prometheus takes to scrape and store that
+/// window's samples (half the window, at least [`SCRAPE_GRACE`]).
 pub(super) fn in_first_window(canary: &Canary, now: Timestamp) -> bool {
     let window = canary
         .spec
@@ -24,7 +26,15 @@ pub(super) fn in_first_window(canary: &Canary, now: Timestamp) -> bool {
         .map(|m| m.interval())
         .max()
         .unwrap_or_default();
-    since_analysis_start(canary, now) < window
+    since_analysis_start(canary, now) < first_window(window)
+}
+
+/// The least time, beyond the window itself, that missing data is waited for.
+const SCRAPE_GRACE: Duration = Duration::from_secs(5);
+
+/// How long missing data holds a round rather than failing it, for a metric window.
+fn first_window(window: Duration) -> Duration {
+    window + (window / 2).max(SCRAPE_GRACE)
 }
 
 /// Runs every check of one round (the I/O); `verdict::decide` says what it means.
@@ -167,4 +177,16 @@ pub(super) async fn call_webhooks(canary: &Canary, needs: plan::WebhookNeeds) ->
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_data_is_waited_for_a_window_and_the_time_prometheus_takes_to_fill_it() {
+        let s = Duration::from_secs;
+        assert_eq!(first_window(s(5)), s(10), "a short window gets the 5 s floor");
+        assert_eq!(first_window(s(60)), s(90), "a long one half of itself");
+    }
 }

@@ -73,7 +73,8 @@ pub struct Evidence {
     pub sequential: Result<Option<String>, String>,
     /// The statistical judgement of compared metrics, if any are configured.
     pub judgement: Option<Judgement>,
-    /// The canary has had traffic for less than the longest metric window, so missing
+    /// The canary has had traffic for less than the longest metric window (and the
+    /// time Prometheus takes to fill it), so missing
     /// data means "not yet", not "broken".
     pub in_first_window: bool,
     /// The `rollout` webhooks that did not pass this round: each is a failed check, as in

@@ -30,6 +30,17 @@ fi
 command -v go >/dev/null || { log "go is not installed; it is needed to build the control plane"; exit 1; }
 
 mkdir -p "$bin_dir"
+# One build at a time: a second caller (another checkout, a test run started alongside)
+# waits for the first and then finds the binaries it built.
+exec 9>"$cache_root/.build.lock"
+if ! flock -n 9; then
+  log "another build of the control-plane binaries is running; waiting for it"
+  flock 9
+fi
+if have_all; then
+  echo "$bin_dir"
+  exit 0
+fi
 work="$cache_root/src"
 mkdir -p "$work"
 

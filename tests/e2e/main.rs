@@ -10,6 +10,7 @@ mod decisions;
 mod fixture;
 mod gates;
 mod gatewayapi;
+mod gitops;
 mod harness;
 mod install;
 mod lifecycle;
