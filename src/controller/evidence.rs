@@ -186,7 +186,11 @@ mod tests {
     #[test]
     fn missing_data_is_waited_for_a_window_and_the_time_prometheus_takes_to_fill_it() {
         let s = Duration::from_secs;
-        assert_eq!(first_window(s(5)), s(10), "a short window gets the 5 s floor");
+        assert_eq!(
+            first_window(s(5)),
+            s(10),
+            "a short window gets the 5 s floor"
+        );
         assert_eq!(first_window(s(60)), s(90), "a long one half of itself");
     }
 }

@@ -202,10 +202,7 @@ const DEADLINE: Duration = Duration::from_secs(15);
 /// analysis step (when it was last seen ready).
 async fn time_left_before_the_deadline(rollout: &Rollout, deadline: Duration) -> Duration {
     let status = rollout.canary().await.status.unwrap_or_default();
-    let last_ready = status
-        .last_analysis_time
-        .expect("the canary took a step")
-        .0;
+    let last_ready = status.last_analysis_time.expect("the canary took a step").0;
     let since = jiff::Timestamp::now()
         .duration_since(last_ready)
         .unsigned_abs();
