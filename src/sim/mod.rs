@@ -528,9 +528,20 @@ pub async fn destinations(
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let lp = ListParams::default();
+    // One consistent snapshot: the Deployments are read first (a quorum read), and every
+    // other list at exactly their resourceVersion. Lists read one after another at
+    // different moments could pair a route written after a pod became ready with the
+    // Deployment read before it, and count requests to "unready" pods that no real mesh
+    // would have sent there.
+    let deployments = deployments.list(&ListParams::default()).await?;
+    let lp = match deployments.metadata.resource_version.as_deref() {
+        Some(rv) if !rv.is_empty() => ListParams::default()
+            .at(rv)
+            .matching(kube::api::VersionMatch::Exact),
+        _ => ListParams::default(),
+    };
+    let deployments = deployments.items;
     let services = services.list(&lp).await?.items;
-    let deployments = deployments.list(&lp).await?.items;
     let mut routes = Vec::new();
     for vs in api_for(client, namespace, &vs_resource)
         .list(&lp)
