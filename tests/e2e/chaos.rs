@@ -61,6 +61,10 @@ impl std::fmt::Display for Violation {
 struct Tally {
     kills: usize,
     apiserver_restarts: usize,
+    /// The manifests re-applied unchanged mid-release, as a GitOps tool does.
+    reapplies: usize,
+    /// The target edited again mid-analysis.
+    edits: usize,
     violations: Vec<Violation>,
     rows: Vec<String>,
 }
@@ -167,6 +171,7 @@ async fn restart_apiserver(rollout: &Rollout, pause: Duration) {
 /// `faults` is set. Returns the final phase and the number of kills.
 async fn release(
     rollout: &mut Rollout,
+    spec: &serde_json::Value,
     rng: &mut Rng,
     index: usize,
     faults: bool,
@@ -174,16 +179,20 @@ async fn release(
 ) -> (CanaryPhase, Duration) {
     let before = applied(rollout).await;
     let bad = index > 0 && rng.uniform() < 0.4;
-    let tag = format!("6.1.{index}");
+    let error_rate = if bad { 0.2 } else { 0.001 };
+    let mut tag = format!("6.1.{index}");
+    let mut tags = vec![tag.clone()];
     let started = Instant::now();
     rollout
-        .apply_app(
-            "kustomize-controller",
-            &tag,
-            if bad { 0.2 } else { 0.001 },
-            40.0,
-        )
+        .apply_app("kustomize-controller", &tag, error_rate, 40.0)
         .await;
+    // GitOps faults, drawn for the faulted releases: the same manifests re-applied
+    // mid-release (nothing may restart), or the target edited again mid-analysis (the
+    // analysis restarts, and the edit, as good or bad as the first, sets the outcome).
+    let mut reapply = faults && rng.uniform() < 0.5;
+    let mut edit = faults && rng.uniform() < 0.25;
+    // The revision analysed when the target was edited: the release ends with another.
+    let mut edited_from: Option<String> = None;
     let mut seen = Seen::default();
     let mut running = true;
     let mut next_fault =
@@ -213,8 +222,31 @@ async fn release(
             && settled
             && status.last_applied_spec.is_some()
             && status.last_applied_spec != before
+            && (edited_from.is_none() || status.last_applied_spec != edited_from)
         {
             break status.phase;
+        }
+        let mid_analysis = status.phase == CanaryPhase::Progressing
+            && status.canary_weight > 0
+            && status.last_applied_spec != before;
+        if reapply && mid_analysis {
+            reapply = false;
+            rollout
+                .apply_app("kustomize-controller", &tag, error_rate, 40.0)
+                .await;
+            rollout.apply("kustomize-controller", spec).await;
+            tally.reapplies += 1;
+        } else if edit && mid_analysis && edited_from.is_none() && status.canary_weight >= 20 {
+            edit = false;
+            edited_from = status.last_applied_spec.clone();
+            tag = format!("6.1.{index}-edit");
+            tags.push(tag.clone());
+            rollout
+                .apply_app("kustomize-controller", &tag, error_rate, 40.0)
+                .await;
+            // The restart from weight 0 is what an edit asks for, not a repeated step.
+            seen = Seen::default();
+            tally.edits += 1;
         }
         assert!(
             started.elapsed() < RELEASE_TIMEOUT,
@@ -260,8 +292,15 @@ async fn release(
         ));
     }
     let primary = Rollout::image(&rollout.deployment("podinfo-primary").await);
-    if bad && primary.ends_with(&format!(":{tag}")) {
-        violation(format!("the bad release {tag} was promoted"));
+    for t in &tags {
+        if bad && primary.ends_with(&format!(":{t}")) {
+            violation(format!("the bad release {t} was promoted"));
+        }
+    }
+    if !bad && !primary.ends_with(&format!(":{tag}")) {
+        violation(format!(
+            "the primary runs {primary}, not the last good edit {tag}"
+        ));
     }
     if let Some(why) = seen.step_repeated() {
         violation(why);
@@ -286,7 +325,8 @@ async fn release(
         ));
     }
     tally.rows.push(format!(
-        "| {index} | {tag} | {} | {kills} | {phase} | {:.1} s | {:?} |",
+        "| {index} | {} | {} | {kills} | {phase} | {:.1} s | {:?} |",
+        tags.join(" then "),
         if bad { "bad (20% errors)" } else { "good" },
         took.as_secs_f64(),
         seen.weights
@@ -311,10 +351,10 @@ async fn chaos(prefix: &str, releases: usize, seed: u64) {
             .await;
         let mut rng = Rng::new(seed);
         let mut tally = Tally::default();
-        let (_, baseline) = release(&mut rollout, &mut rng, 0, false, &mut tally).await;
+        let (_, baseline) = release(&mut rollout, &spec, &mut rng, 0, false, &mut tally).await;
         let mut took = Vec::new();
         for index in 1..=releases {
-            let (_, t) = release(&mut rollout, &mut rng, index, true, &mut tally).await;
+            let (_, t) = release(&mut rollout, &spec, &mut rng, index, true, &mut tally).await;
             took.push(t.as_secs_f64());
         }
         let unready = rollout.unready_requests().await;
@@ -327,12 +367,15 @@ async fn chaos(prefix: &str, releases: usize, seed: u64) {
         }
         let mean = took.iter().sum::<f64>() / took.len().max(1) as f64;
         println!(
-            "\nchaos seed {seed}: {releases} releases under faults, {} SIGKILLs, {} API server restarts, {} violations; \
+            "\nchaos seed {seed}: {releases} releases under faults, {} SIGKILLs, {} API server restarts, \
+             {} unchanged re-applies, {} edits mid-analysis, {} violations; \
              a release took {mean:.1} s on average under faults, {:.1} s without\n\
              | release | image | kind | SIGKILLs | outcome | took | canary weights seen |\n\
              |---|---|---|---|---|---|---|\n{}",
             tally.kills,
             tally.apiserver_restarts,
+            tally.reapplies,
+            tally.edits,
             tally.violations.len(),
             baseline.as_secs_f64(),
             tally.rows.join("\n")
