@@ -74,6 +74,9 @@ struct Tally {
 struct Seen {
     /// Distinct consecutive canary weights of the route.
     weights: Vec<u64>,
+    /// After an edit mid-analysis, the weights of the analysis it replaced are not
+    /// recorded: the record starts again when the route falls to 0 for the new one.
+    until_restart: bool,
 }
 
 impl Seen {
@@ -126,7 +129,8 @@ async fn sample(rollout: &Rollout, release: usize, seen: &mut Seen, tally: &mut 
             "route weights {primary}+{canary} do not add up to 100"
         ));
     }
-    if seen.weights.last() != Some(&canary) {
+    seen.until_restart &= canary != 0;
+    if !seen.until_restart && seen.weights.last() != Some(&canary) {
         seen.weights.push(canary);
     }
     if primary > 0 && primary_replicas(rollout).await == Some(0) {
@@ -245,7 +249,10 @@ async fn release(
                 .apply_app("kustomize-controller", &tag, error_rate, 40.0)
                 .await;
             // The restart from weight 0 is what an edit asks for, not a repeated step.
-            seen = Seen::default();
+            seen = Seen {
+                until_restart: true,
+                ..Seen::default()
+            };
             tally.edits += 1;
         }
         assert!(
