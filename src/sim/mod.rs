@@ -738,6 +738,9 @@ pub async fn run_traffic(
     config: UserConfig,
 ) {
     let mut rng = Rng::new(seed);
+    // Who gets which destination is drawn from its own sequence, so that the errors and
+    // latencies a seed gives do not depend on how many users there are.
+    let mut draws = Rng::new(seed ^ 0x005E_ED0F_05E5);
     let mut crowds: BTreeMap<String, Vec<users::User>> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -749,7 +752,7 @@ pub async fn run_traffic(
                     let crowd = crowds
                         .entry(route.key.clone())
                         .or_insert_with(|| users::crowd(rps, &config));
-                    let served = users::serve(&route, crowd, &config, &mut rng);
+                    let served = users::serve(&route, crowd, &config, &mut draws);
                     metrics.record_tick(&route, &served, &mut rng);
                 }
             }

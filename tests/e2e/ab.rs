@@ -137,6 +137,40 @@ async fn istio_ab_test_sends_only_the_matching_requests_to_the_canary_then_promo
 }
 
 #[tokio::test]
+async fn istio_ab_test_with_errors_is_rolled_back_and_never_promoted() {
+    with_namespace("e2e-ab-rollback", |client, ns| async move {
+        let mut rollout = Rollout::start_with_sim_args(client, &ns, 100, TAGGED);
+        rollout.start_controller();
+        rollout
+            .apply_app("kustomize-controller", "6.0.0", 0.001, 40.0)
+            .await;
+        rollout.apply("kustomize-controller", &ab_canary()).await;
+        rollout.await_phase(CanaryPhase::Initialized, SETTLE).await;
+        rollout
+            .apply_app("kustomize-controller", "6.0.2", 0.2, 40.0)
+            .await;
+        let failed = rollout.await_phase(CanaryPhase::Failed, SETTLE).await;
+        rollout
+            .await_weights((100, 0), "the matching requests return to the primary")
+            .await;
+        let requests = user_requests(&rollout).await;
+        println!(
+            "A/B rollback: {}; user requests {requests:?}",
+            failed.status.unwrap().message.unwrap_or_default()
+        );
+        assert_eq!(
+            requests.get(&("podinfo-canary".to_string(), false)),
+            None,
+            "no other user reached the failing canary"
+        );
+        let primary = rollout.deployment("podinfo-primary").await;
+        assert_eq!(Rollout::image(&primary), format!("{IMAGE}:6.0.0"));
+        rollout.assert_no_request_reached_an_unready_backend().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn gateway_api_ab_test_sends_only_the_matching_requests_to_the_canary_then_promotes_it() {
     with_namespace("e2e-ab-gwapi", |client, ns| async move {
         let mut rollout = Rollout::start_with_sim_args(client, &ns, 100, TAGGED);
