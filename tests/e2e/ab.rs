@@ -40,6 +40,39 @@ fn ab_canary() -> Value {
     spec
 }
 
+/// The Gateway `public` the simulator serves.
+fn gateway() -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "public"},
+        "spec": {
+            "gatewayClassName": "trafficsim",
+            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "Same"}}}]
+        }
+    })
+}
+
+/// Routes `canary` through an HTTPRoute behind the Gateway `public`.
+fn through_gateway(canary: &mut Value) {
+    canary["spec"]["provider"] = json!("gatewayapi");
+    canary["spec"]["service"]["gatewayRefs"] = json!([{"name": "public"}]);
+    canary["spec"]["service"]["hosts"] = json!(["podinfo.example.com"]);
+}
+
+/// The share the live route mirrors to the canary: the VirtualService's
+/// `mirrorPercentage`, or the HTTPRoute's `RequestMirror` filter (100 without `percent`).
+async fn mirror_percent(rollout: &Rollout) -> Option<f64> {
+    if let Some(vs) = virtual_service(rollout).await {
+        return vs["spec"]["http"][0]["mirrorPercentage"]["value"].as_f64();
+    }
+    let route = rollout.http_route().await?;
+    let filters = route.data["spec"]["rules"][0]["filters"]
+        .as_array()?
+        .clone();
+    let mirror = filters.iter().find(|f| f["type"] == "RequestMirror")?;
+    Some(mirror["requestMirror"]["percent"].as_f64().unwrap_or(100.0))
+}
+
 /// User requests the simulator counted so far, by (service, tagged).
 async fn user_requests(rollout: &Rollout) -> std::collections::BTreeMap<(String, bool), u64> {
     let mut out = std::collections::BTreeMap::new();
@@ -175,23 +208,9 @@ async fn gateway_api_ab_test_sends_only_the_matching_requests_to_the_canary_then
     with_namespace("e2e-ab-gwapi", |client, ns| async move {
         let mut rollout = Rollout::start_with_sim_args(client, &ns, 100, TAGGED);
         rollout.start_controller();
-        rollout
-            .apply(
-                "kustomize-controller",
-                &json!({
-                    "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-                    "metadata": {"name": "public"},
-                    "spec": {
-                        "gatewayClassName": "trafficsim",
-                        "listeners": [{"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "Same"}}}]
-                    }
-                }),
-            )
-            .await;
+        rollout.apply("kustomize-controller", &gateway()).await;
         let mut canary = ab_canary();
-        canary["spec"]["provider"] = json!("gatewayapi");
-        canary["spec"]["service"]["gatewayRefs"] = json!([{"name": "public"}]);
-        canary["spec"]["service"]["hosts"] = json!(["podinfo.example.com"]);
+        through_gateway(&mut canary);
         ab_release(&rollout, canary, "Gateway API").await;
         let route = rollout.http_route().await.unwrap();
         assert_eq!(
@@ -206,7 +225,26 @@ async fn gateway_api_ab_test_sends_only_the_matching_requests_to_the_canary_then
 async fn istio_mirroring_comes_before_any_user_reaches_the_canary() {
     with_namespace("e2e-mirror", |client, ns| async move {
         let rollout = Rollout::start(client, &ns).await;
+        mirrored_release(&rollout, iterated(2, 4), "Istio").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn gateway_api_mirroring_comes_before_any_user_reaches_the_canary() {
+    with_namespace("e2e-mirror-gwapi", |client, ns| async move {
+        let rollout = Rollout::start(client, &ns).await;
+        rollout.apply("kustomize-controller", &gateway()).await;
         let mut canary = iterated(2, 4);
+        through_gateway(&mut canary);
+        mirrored_release(&rollout, canary, "Gateway API").await;
+    })
+    .await;
+}
+
+/// Releases 6.0.1 by blue/green with half the requests mirrored, recording the route.
+async fn mirrored_release(rollout: &Rollout, mut canary: Value, label: &str) {
+    {
         canary["spec"]["analysis"]["mirror"] = json!(true);
         canary["spec"]["analysis"]["mirrorWeight"] = json!(50);
         rollout
@@ -225,20 +263,18 @@ async fn istio_mirroring_comes_before_any_user_reaches_the_canary() {
             // The simulator's counters first, then the route: a route that still sends
             // no user to the canary did so for every request counted before.
             let users_at_canary = sim_total(
-                &rollout,
+                rollout,
                 "serin_sim_user_requests_total",
                 Some("podinfo-canary"),
             )
             .await;
             let mirrored = sim_total(
-                &rollout,
+                rollout,
                 "serin_sim_mirrored_requests_total",
                 Some("podinfo-canary"),
             )
             .await;
-            let vs = virtual_service(&rollout).await.unwrap_or_default();
-            let route = &vs["spec"]["http"][0];
-            let mirror = route["mirrorPercentage"]["value"].as_f64();
+            let mirror = mirror_percent(rollout).await;
             let weight = rollout.vs_weights().await.map(|w| w.1).unwrap_or(0);
             if seen.last() != Some(&(mirror, weight)) {
                 seen.push((mirror, weight));
@@ -263,13 +299,13 @@ async fn istio_mirroring_comes_before_any_user_reaches_the_canary() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let users_at_canary = sim_total(
-            &rollout,
+            rollout,
             "serin_sim_user_requests_total",
             Some("podinfo-canary"),
         )
         .await;
         println!(
-            "mirroring: route states {seen:?}; {mirrored_before_switch} copies mirrored to the canary before the switch, {users_at_canary} user requests served by it (during the switch)"
+            "{label} mirroring: route states {seen:?}; {mirrored_before_switch} copies mirrored to the canary before the switch, {users_at_canary} user requests served by it (during the switch)"
         );
         let first_mirror = seen.iter().position(|(m, _)| *m == Some(50.0));
         let first_traffic = seen.iter().position(|(_, w)| *w > 0);
@@ -286,42 +322,15 @@ async fn istio_mirroring_comes_before_any_user_reaches_the_canary() {
         let primary = rollout.deployment("podinfo-primary").await;
         assert_eq!(Rollout::image(&primary), format!("{IMAGE}:6.0.1"));
         rollout.assert_no_request_reached_an_unready_backend().await;
-    })
-    .await;
+    }
 }
 
 #[tokio::test]
-async fn session_affinity_keeps_the_canarys_users_on_it() {
+async fn istio_session_affinity_keeps_the_canarys_users_on_it() {
     with_namespace("e2e-affinity", |client, ns| async move {
         let rollout = Rollout::start(client, &ns).await;
-        let mut canary = canary_spec(2);
-        canary["spec"]["analysis"]["sessionAffinity"] =
-            json!({"cookieName": "canary-user", "primaryCookieName": "primary-user", "maxAge": 600});
-        rollout
-            .apply_app("kustomize-controller", "6.0.0", 0.001, 40.0)
-            .await;
-        rollout.apply("kustomize-controller", &canary).await;
-        rollout.await_phase(CanaryPhase::Initialized, SETTLE).await;
-        rollout
-            .apply_app("kustomize-controller", "6.0.1", 0.001, 40.0)
-            .await;
-        let weights = rollout
-            .record_weights_until(CanaryPhase::Succeeded, SETTLE)
-            .await;
+        affinity_release(&rollout, canary_spec(2), "Istio").await;
         let vs = virtual_service(&rollout).await.unwrap();
-        let switches = sim_total(&rollout, "serin_sim_user_switches_total", None).await;
-        let at_canary = sim_total(
-            &rollout,
-            "serin_sim_user_requests_total",
-            Some("podinfo-canary"),
-        )
-        .await;
-        println!(
-            "session affinity: weights {weights:?}; {at_canary} user requests served by the canary; {switches} users moved from the canary to the primary while affinity held"
-        );
-        assert!(weights.contains(&50), "{weights:?}");
-        assert!(at_canary > 0);
-        assert_eq!(switches, 0, "no user moved from the canary back to the primary");
         assert_eq!(
             vs["spec"]["http"][0]["headers"]["response"]["add"]["Set-Cookie"]
                 .as_str()
@@ -329,7 +338,54 @@ async fn session_affinity_keeps_the_canarys_users_on_it() {
             Some(true),
             "after the release the canary's cookie is removed: {vs}"
         );
-        rollout.assert_no_request_reached_an_unready_backend().await;
     })
     .await;
+}
+
+#[tokio::test]
+async fn gateway_api_session_affinity_keeps_the_canarys_users_on_it() {
+    with_namespace("e2e-affinity-gwapi", |client, ns| async move {
+        let rollout = Rollout::start(client, &ns).await;
+        rollout.apply("kustomize-controller", &gateway()).await;
+        let mut canary = canary_spec(2);
+        through_gateway(&mut canary);
+        affinity_release(&rollout, canary, "Gateway API").await;
+    })
+    .await;
+}
+
+/// Releases 6.0.1 step by step with session affinity (a canary and a primary cookie).
+async fn affinity_release(rollout: &Rollout, mut canary: Value, label: &str) {
+    canary["spec"]["analysis"]["sessionAffinity"] =
+        json!({"cookieName": "canary-user", "primaryCookieName": "primary-user", "maxAge": 600});
+    rollout
+        .apply_app("kustomize-controller", "6.0.0", 0.001, 40.0)
+        .await;
+    rollout.apply("kustomize-controller", &canary).await;
+    rollout.await_phase(CanaryPhase::Initialized, SETTLE).await;
+    rollout
+        .apply_app("kustomize-controller", "6.0.1", 0.001, 40.0)
+        .await;
+    let weights = rollout
+        .record_weights_until(CanaryPhase::Succeeded, SETTLE)
+        .await;
+    let switches = sim_total(rollout, "serin_sim_user_switches_total", None).await;
+    let at_canary = sim_total(
+        rollout,
+        "serin_sim_user_requests_total",
+        Some("podinfo-canary"),
+    )
+    .await;
+    println!(
+        "{label} session affinity: weights {weights:?}; {at_canary} user requests served by the canary; {switches} users moved from the canary to the primary while affinity held"
+    );
+    assert!(weights.contains(&50), "{weights:?}");
+    assert!(at_canary > 0);
+    assert_eq!(
+        switches, 0,
+        "no user moved from the canary back to the primary"
+    );
+    let primary = rollout.deployment("podinfo-primary").await;
+    assert_eq!(Rollout::image(&primary), format!("{IMAGE}:6.0.1"));
+    rollout.assert_no_request_reached_an_unready_backend().await;
 }

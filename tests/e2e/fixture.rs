@@ -267,7 +267,13 @@ impl Rollout {
             Api::namespaced_with(self.client.clone(), &self.ns, &ApiResource::from_gvk(&gvk));
         let Some(vs) = api.get_opt("podinfo").await.ok()? else {
             let route = self.http_route().await?;
-            let backends = route.data["spec"]["rules"][0]["backendRefs"]
+            let cookie = |r: &&Value| {
+                r["matches"][0]["headers"]
+                    .as_array()
+                    .is_some_and(|h| h.iter().any(|h| h["name"] == "Cookie"))
+            };
+            let rules = route.data["spec"]["rules"].as_array()?;
+            let backends = rules.iter().find(|r| !cookie(r)).or(rules.first())?["backendRefs"]
                 .as_array()?
                 .clone();
             let weight = |name: &str| {
