@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use axum::{Router, routing::get};
 use clap::Parser;
-use serin::sim::{Metrics, run_traffic};
+use serin::sim::{Metrics, UserConfig, run_traffic};
 
 #[derive(Parser)]
 #[command(about = "Simulated mesh traffic through the live route weights, as Prometheus metrics")]
@@ -24,6 +24,15 @@ struct Args {
     /// Seed of the simulated errors and latencies.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The header a tagged user sends, `name=value` (A/B tests match on it).
+    #[arg(long, value_parser = pair)]
+    user_header: Option<(String, String)>,
+    /// The cookie a tagged user sends, `name=value`.
+    #[arg(long, value_parser = pair)]
+    user_cookie: Option<(String, String)>,
+    /// The share of the users that are tagged, between 0 and 1.
+    #[arg(long, default_value_t = 0.0)]
+    tagged_share: f64,
     /// A Prometheus file_sd directory to register this endpoint in.
     #[arg(long, env = "SERIN_PROMETHEUS_TARGETS")]
     targets_dir: Option<PathBuf>,
@@ -54,7 +63,12 @@ async fn main() -> anyhow::Result<()> {
     let target_file = target_file.transpose()?;
     println!("serving metrics on http://{addr}/metrics");
 
-    let traffic = run_traffic(client, args.namespace, args.rps, metrics, args.seed);
+    let users = UserConfig {
+        header: args.user_header,
+        cookie: args.user_cookie,
+        tagged_share: args.tagged_share,
+    };
+    let traffic = run_traffic(client, args.namespace, args.rps, metrics, args.seed, users);
     let server = axum::serve(listener, app);
     tokio::select! {
         _ = traffic => {}
@@ -66,6 +80,13 @@ async fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(file);
     }
     Ok(())
+}
+
+fn pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{s}: expected name=value"))
 }
 
 async fn sigterm() {

@@ -199,6 +199,7 @@ pub async fn write_routes(
     canary: &Canary,
     target: &Deployment,
     canary_weight: u32,
+    mirror: Option<u32>,
 ) -> Result<()> {
     let provider = canary.provider();
     let router = router::for_provider(provider)
@@ -206,7 +207,7 @@ pub async fn write_routes(
     let objects = router.desired(
         canary,
         &backends(target),
-        Weights::with_canary(canary_weight),
+        Weights::with_canary(canary_weight).mirrored(mirror),
     );
     router::apply(client, &canary.namespace().unwrap_or_default(), &objects).await?;
     Ok(())
@@ -318,7 +319,7 @@ pub async fn act(ctx: &Context, canary: &Canary, snapshot: &Snapshot, plan: &Pla
             (Step::Primary(action), _) => write_primary(client, canary, snapshot, action).await?,
             (Step::Services, Some(target)) => write_services(client, canary, target).await?,
             (Step::Routes(weight), Some(target)) => {
-                write_routes(client, canary, target, weight).await?
+                write_routes(client, canary, target, weight, plan.mirror).await?
             }
             (Step::ScaleTarget(replicas), _) => scale_target(client, canary, replicas).await?,
             (Step::Events, _) => {

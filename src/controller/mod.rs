@@ -204,16 +204,6 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
-    let analysis = &canary.spec.analysis;
-    if analysis.iterations.is_some() && !analysis.match_.is_empty() && !analysis.is_weighted() {
-        // Run as a weighted canary, this would send maxWeight of all users to the canary.
-        return reject(
-            canary,
-            ctx,
-            "A/B testing (analysis.match with iterations) is not supported by this serin release yet".to_string(),
-        )
-        .await;
-    }
     let mut snapshot = observe::observe(&ctx.client, canary).await?;
     let now = Timestamp::now();
     // A Gateway API route takes effect once its parents accept it; until then the

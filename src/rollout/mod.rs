@@ -7,11 +7,15 @@ pub mod routes;
 pub mod verdict;
 
 #[cfg(test)]
+mod ab_tests;
+#[cfg(test)]
 mod blue_green_tests;
 #[cfg(test)]
 mod conformance_tests;
 #[cfg(test)]
 pub mod fixtures;
+#[cfg(test)]
+mod mirror_tests;
 #[cfg(test)]
 mod plan_tests;
 #[cfg(test)]

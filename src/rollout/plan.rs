@@ -294,6 +294,10 @@ pub struct Plan {
     pub target: TargetScale,
     pub traffic: Traffic,
     pub events: Vec<Event>,
+    /// Mirror this percentage of the primary's traffic to the canary (Istio `mirror`,
+    /// the Gateway API `RequestMirror` filter): blue/green with `analysis.mirror`, while
+    /// its iterations run against a ready canary, before any user is routed to it.
+    pub mirror: Option<u32>,
     /// The release ended (promoted or rolled back) in this tick: call the `post-rollout`
     /// webhooks with this phase once the status is written.
     pub post_rollout: Option<CanaryPhase>,
@@ -351,6 +355,37 @@ pub fn is_blue_green(canary: &Canary) -> bool {
             && !analysis.is_weighted())
 }
 
+/// Whether the strategy is A/B testing, as Flagger chooses it: `iterations` with
+/// `match` and without weights. Requests matching the conditions go to the canary (the
+/// status records weight 100, the weight of the matching route) for `iterations`
+/// rounds; everyone else stays on the primary; then the canary is promoted.
+pub fn is_ab_test(canary: &Canary) -> bool {
+    let analysis = &canary.spec.analysis;
+    canary.provider() != crate::api::Provider::Kubernetes
+        && analysis.iterations.is_some_and(|n| n > 0)
+        && !analysis.match_.is_empty()
+        && !analysis.is_weighted()
+}
+
+/// The share mirrored to the canary by a plan that routes `traffic` with `status`:
+/// blue/green with `analysis.mirror` on a mesh, while its iterations run against a
+/// ready canary that no user reaches yet.
+pub fn mirrored(canary: &Canary, status: &CanaryStatus, traffic: &Traffic) -> Option<u32> {
+    let analysis = &canary.spec.analysis;
+    let analysing = matches!(
+        status.phase,
+        CanaryPhase::Progressing | CanaryPhase::WaitingPromotion
+    ) && status.last_analysis_time.is_some();
+    (analysis.mirror
+        && canary.provider() != crate::api::Provider::Kubernetes
+        && is_blue_green(canary)
+        && analysing
+        && *traffic == Traffic::Route { canary_weight: 0 }
+        && status.canary_weight == 0)
+        .then(|| analysis.mirror_weight())
+        .filter(|w| *w > 0)
+}
+
 /// What the controller must run before planning: the analysis when it is due and the
 /// canary can be judged (it is ready and runs the revision under analysis).
 pub fn needs(canary: &Canary, observed: &Observed, now: Timestamp) -> Needs {
@@ -387,6 +422,7 @@ fn conformance_run(canary: &Canary, judged: bool, before_traffic: bool) -> Optio
         && status.phase == CanaryPhase::Progressing
         && status.canary_weight > 0
         && !is_blue_green(canary)
+        && !is_ab_test(canary)
     {
         ConformanceRun::Step(u32::try_from(status.canary_weight).unwrap_or(0))
     } else if status.phase == CanaryPhase::Finalising && !canary.spec.suspend {
@@ -728,11 +764,23 @@ impl Builder<'_> {
                 e
             })
             .collect();
+        // Mirror only to a canary that is ready and runs the revision under analysis.
+        let mirror = match &input.observed.target {
+            Some(target)
+                if input.observed.primary.is_some()
+                    && target.ready.is_ready()
+                    && status.last_applied_spec.as_deref() == Some(target.revision.as_str()) =>
+            {
+                mirrored(canary, &status, &traffic)
+            }
+            _ => None,
+        };
         Plan {
             status,
             primary: self.primary,
             target: self.target,
             traffic,
+            mirror,
             events,
             post_rollout: self.post_rollout,
             requeue: self.requeue,

@@ -87,6 +87,7 @@ mod tests {
             traffic: Traffic::Route {
                 canary_weight: routed,
             },
+            mirror: None,
             events: Vec::new(),
             post_rollout: None,
             requeue: Duration::from_secs(10),

@@ -10,7 +10,7 @@
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use super::{Backends, TrafficRouter, Weights, apex_service};
+use super::{Backends, TrafficRouter, Weights, apex_service, strategy};
 use crate::api::Canary;
 
 pub struct GatewayApiRouter;
@@ -106,17 +106,87 @@ fn rewrite_filter(rewrite: &Value) -> Option<Value> {
         .then(|| json!({"type": "URLRewrite", "urlRewrite": url}))
 }
 
-/// The HTTPRoute for this split.
-pub fn http_route(canary: &Canary, weights: Weights) -> Value {
+/// Istio StringMatch `{exact|prefix|regex}` as a Gateway API match type and value
+/// (a prefix becomes an anchored regular expression: Gateway API has no header prefix).
+fn string_match(m: &Value) -> Option<(&'static str, String)> {
+    if let Some(v) = m["exact"].as_str() {
+        return Some(("Exact", v.to_string()));
+    }
+    if let Some(v) = m["regex"].as_str() {
+        return Some(("RegularExpression", v.to_string()));
+    }
+    let prefix = m["prefix"].as_str()?;
+    let escaped: String = prefix
+        .chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect();
+    Some(("RegularExpression", format!("^{escaped}.*")))
+}
+
+/// Istio HTTPMatchRequests (`service.match`, `analysis.match`) as Gateway API
+/// HTTPRouteMatches: headers, query parameters, the uri as the path, the method.
+pub fn route_matches(matches: &[Value]) -> Vec<Value> {
+    matches
+        .iter()
+        .filter_map(|m| {
+            let mut out = json!({});
+            let pairs = |key: &str| -> Vec<Value> {
+                m[key]
+                    .as_object()
+                    .map(|o| {
+                        o.iter()
+                            .filter_map(|(name, v)| {
+                                let (kind, value) = string_match(v)?;
+                                Some(json!({"name": name, "type": kind, "value": value}))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            for (from, to) in [("headers", "headers"), ("queryParams", "queryParams")] {
+                let list = pairs(from);
+                if !list.is_empty() {
+                    out[to] = json!(list);
+                }
+            }
+            let uri = &m["uri"];
+            let path = [
+                ("exact", "Exact"),
+                ("prefix", "PathPrefix"),
+                ("regex", "RegularExpression"),
+            ]
+            .into_iter()
+            .find_map(|(k, t)| uri[k].as_str().map(|v| json!({"type": t, "value": v})));
+            if let Some(path) = path {
+                out["path"] = path;
+            }
+            if let Some(method) = m["method"]["exact"].as_str() {
+                out["method"] = json!(method);
+            }
+            out.as_object()
+                .is_some_and(|o| !o.is_empty())
+                .then_some(out)
+        })
+        .collect()
+}
+
+fn response_cookie(value: String) -> Value {
+    json!([{"type": "ResponseHeaderModifier", "responseHeaderModifier": {"add": [{"name": strategy::SET_COOKIE_HEADER, "value": value}]}}])
+}
+
+/// The rules for this split, as Flagger's `SetRoutes` builds them: the weighted rule
+/// (with a `RequestMirror` filter while mirroring); for A/B testing its matches are the
+/// A/B conditions and a second rule sends everyone else to the primary; with session
+/// affinity sticky rules for the cookie holders come first and the canary's backend
+/// sets the cookie.
+fn rules(canary: &Canary, weights: Weights) -> Vec<Value> {
     let svc = &canary.spec.service;
-    let parents = parent_refs(canary);
-    let backend = |name: String, weight: u32| json!({"group": "", "kind": "Service", "name": name, "port": svc.port, "weight": weight});
-    let mut rule = json!({
-        "backendRefs": [
-            backend(canary.primary_service_name(), weights.primary),
-            backend(canary.canary_service_name(), weights.canary),
-        ]
-    });
+    let (primary, canary_svc) = (canary.primary_service_name(), canary.canary_service_name());
+    let backend = |name: &str, weight: u32| json!({"group": "", "kind": "Service", "name": name, "port": svc.port, "weight": weight});
+    let matches = route_matches(&svc.match_);
     let filters: Vec<Value> = [
         svc.headers.as_ref().and_then(header_filter),
         svc.rewrite.as_ref().and_then(rewrite_filter),
@@ -124,13 +194,89 @@ pub fn http_route(canary: &Canary, weights: Weights) -> Value {
     .into_iter()
     .flatten()
     .collect();
-    if !filters.is_empty() {
-        rule["filters"] = json!(filters);
+    let rule = |matches: &[Value], backends: Vec<Value>| {
+        let mut rule = json!({ "backendRefs": backends });
+        if !matches.is_empty() {
+            rule["matches"] = json!(matches);
+        }
+        if !filters.is_empty() {
+            rule["filters"] = json!(filters);
+        }
+        if let Some(timeout) = &svc.timeout {
+            rule["timeouts"] = json!({"request": timeout});
+        }
+        rule
+    };
+    let split = || {
+        vec![
+            backend(&primary, weights.primary),
+            backend(&canary_svc, weights.canary),
+        ]
+    };
+    let mut weighted = rule(&matches, split());
+    if let Some(percent) = weights.mirror {
+        let mut mirror = json!({"backendRef": {"group": "", "kind": "Service", "name": canary_svc, "port": svc.port}});
+        if percent < 100 {
+            mirror["percent"] = json!(percent);
+        }
+        let mut list = weighted["filters"].as_array().cloned().unwrap_or_default();
+        list.push(json!({"type": "RequestMirror", "requestMirror": mirror}));
+        weighted["filters"] = json!(list);
     }
-    if let Some(timeout) = &svc.timeout {
-        rule["timeouts"] = json!({"request": timeout});
+    if !canary.spec.analysis.match_.is_empty() {
+        let ab = strategy::merge(
+            &route_matches(&canary.spec.analysis.match_),
+            &matches,
+            &["headers", "queryParams"],
+        );
+        weighted["matches"] = json!(ab);
+        return vec![weighted, rule(&matches, vec![backend(&primary, 100)])];
     }
-    let mut spec = json!({"parentRefs": parents, "rules": [rule]});
+    let Some(affinity) = strategy::affinity(canary) else {
+        return vec![weighted];
+    };
+    let cookie_match = |cookie: &strategy::Cookie| {
+        strategy::merge(
+            &[
+                json!({"headers": [{"name": strategy::COOKIE_HEADER, "type": "RegularExpression", "value": cookie.regex()}]}),
+            ],
+            &matches,
+            &["headers"],
+        )
+    };
+    if weights.canary == 0 {
+        let mut expire = rule(&cookie_match(&affinity.canary), split());
+        let mut list = expire["filters"].as_array().cloned().unwrap_or_default();
+        list.extend(
+            response_cookie(affinity.canary.expire())
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        expire["filters"] = json!(list);
+        return vec![expire, weighted];
+    }
+    let mut rules = vec![rule(
+        &cookie_match(&affinity.canary),
+        vec![backend(&primary, 0), backend(&canary_svc, 100)],
+    )];
+    weighted["backendRefs"][1]["filters"] = response_cookie(affinity.canary.set(affinity.spec));
+    if let Some(cookie) = affinity.primary.as_ref().filter(|_| weights.canary < 100) {
+        rules.push(rule(
+            &cookie_match(cookie),
+            vec![backend(&primary, 100), backend(&canary_svc, 0)],
+        ));
+        weighted["backendRefs"][0]["filters"] = response_cookie(cookie.set(affinity.spec));
+    }
+    rules.push(weighted);
+    rules
+}
+
+/// The HTTPRoute for this split.
+pub fn http_route(canary: &Canary, weights: Weights) -> Value {
+    let svc = &canary.spec.service;
+    let parents = parent_refs(canary);
+    let mut spec = json!({"parentRefs": parents, "rules": rules(canary, weights)});
     // Hostnames only mean something to Gateways; a Service parent routes its own name.
     if !svc.hosts.is_empty() && !parents.iter().all(is_service) {
         spec["hostnames"] = json!(svc.hosts);
@@ -220,9 +366,23 @@ pub fn acceptance(route: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// The canary weight the live HTTPRoute routes, if it exists and has the split.
+/// The canary weight the live HTTPRoute routes, if it exists and has the split: that
+/// of its first rule with both backends that is not a sticky (cookie) rule.
 pub fn canary_weight_of(route: &Value, canary_service: &str) -> Option<u32> {
-    route["spec"]["rules"][0]["backendRefs"]
+    let rules = route["spec"]["rules"].as_array()?;
+    let sticky = |r: &&Value| {
+        r["matches"].as_array().is_some_and(|m| {
+            m.iter().any(|m| {
+                m["headers"]
+                    .as_array()
+                    .is_some_and(|h| h.iter().any(|h| h["name"] == strategy::COOKIE_HEADER))
+            })
+        })
+    };
+    rules
+        .iter()
+        .filter(|r| r["backendRefs"].as_array().is_some_and(|b| b.len() == 2))
+        .find(|r| !sticky(r) || rules.len() == 1)?["backendRefs"]
         .as_array()?
         .iter()
         .find(|r| r["name"] == canary_service)
@@ -357,5 +517,92 @@ spec:
             let err = acceptance(&live(3, parents)).unwrap_err();
             assert!(err.starts_with(why), "{err}");
         }
+    }
+
+    fn with_analysis(extra: &str, status: Option<&str>) -> Canary {
+        let mut c = canary(
+            "    port: 9898\n    gatewayRefs: [{name: public, namespace: istio-ingress}]\n    match: [{uri: {prefix: /api}}]",
+        );
+        let analysis: serde_json::Value =
+            serde_yaml::from_str(&format!("{{interval: 1s, threshold: 2, {extra}}}")).unwrap();
+        c.spec.analysis = serde_json::from_value(analysis).unwrap();
+        if let Some(revision) = status {
+            c.status = Some(crate::api::CanaryStatus {
+                last_applied_spec: Some(revision.to_string()),
+                ..Default::default()
+            });
+        }
+        c
+    }
+
+    #[test]
+    fn an_ab_test_gets_a_rule_for_the_matching_requests_and_one_for_the_others() {
+        let c = with_analysis(
+            "iterations: 3, match: [{headers: {x-canary: {exact: insider}, x-team: {prefix: web.}, cookie: {regex: \"canary=always\"}}}]",
+            None,
+        );
+        let route = http_route(&c, Weights::with_canary(100));
+        let rules = route["spec"]["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(
+            rules[0]["matches"],
+            json!([{
+                "path": {"type": "PathPrefix", "value": "/api"},
+                "headers": [
+                    {"name": "cookie", "type": "RegularExpression", "value": "canary=always"},
+                    {"name": "x-canary", "type": "Exact", "value": "insider"},
+                    {"name": "x-team", "type": "RegularExpression", "value": "^web\\..*"},
+                ],
+            }])
+        );
+        assert_eq!(rules[0]["backendRefs"][1]["weight"], 100);
+        assert_eq!(
+            rules[1]["matches"],
+            json!([{"path": {"type": "PathPrefix", "value": "/api"}}])
+        );
+        assert_eq!(
+            rules[1]["backendRefs"],
+            json!([{"group": "", "kind": "Service", "name": "podinfo-primary", "port": 9898, "weight": 100}])
+        );
+        assert_eq!(canary_weight_of(&route, "podinfo-canary"), Some(100));
+    }
+
+    #[test]
+    fn a_mirror_is_a_request_mirror_filter_to_the_canary() {
+        let c = with_analysis("iterations: 3, mirror: true, mirrorWeight: 25", None);
+        let route = http_route(&c, Weights::with_canary(0).mirrored(Some(25)));
+        assert_eq!(
+            route["spec"]["rules"][0]["filters"],
+            json!([{"type": "RequestMirror", "requestMirror": {"backendRef": {"group": "", "kind": "Service", "name": "podinfo-canary", "port": 9898}, "percent": 25}}])
+        );
+        let all = http_route(&c, Weights::with_canary(0).mirrored(Some(100)));
+        assert!(
+            all["spec"]["rules"][0]["filters"][0]["requestMirror"]
+                .get("percent")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn session_affinity_is_a_sticky_rule_and_a_cookie_from_the_canary_backend() {
+        let c = with_analysis(
+            "stepWeight: 10, sessionAffinity: {cookieName: canary-user, primaryCookieName: primary-user}",
+            Some("0123abcd"),
+        );
+        let route = http_route(&c, Weights::with_canary(30));
+        let rules = route["spec"]["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 3);
+        assert_eq!(
+            rules[0]["matches"][0]["headers"],
+            json!([{"name": "Cookie", "type": "RegularExpression", "value": ".*canary-user=.*0123abcd.*"}])
+        );
+        assert_eq!(rules[0]["matches"][0]["path"]["value"], "/api");
+        assert_eq!(rules[0]["backendRefs"][1]["weight"], 100);
+        assert_eq!(rules[1]["backendRefs"][0]["weight"], 100);
+        assert_eq!(
+            rules[2]["backendRefs"][1]["filters"],
+            json!([{"type": "ResponseHeaderModifier", "responseHeaderModifier": {"add": [{"name": "Set-Cookie", "value": "canary-user=0123abcd; Max-Age=86400"}]}}])
+        );
+        assert_eq!(canary_weight_of(&route, "podinfo-canary"), Some(30));
     }
 }

@@ -5,6 +5,7 @@
 pub mod gatewayapi;
 pub mod istio;
 pub mod kubernetes;
+pub mod strategy;
 
 use std::collections::BTreeMap;
 
@@ -39,11 +40,16 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// How traffic is split, in percent; the two always add up to 100.
+/// How traffic is split, in percent; the two always add up to 100. With `analysis.match`
+/// (A/B testing) the split applies to the matching requests only; the others go to the
+/// primary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Weights {
     pub primary: u32,
     pub canary: u32,
+    /// The percentage of the requests also copied to the canary (mirrored), whose
+    /// answers are dropped.
+    pub mirror: Option<u32>,
 }
 
 impl Weights {
@@ -53,6 +59,15 @@ impl Weights {
         Weights {
             primary: 100 - canary,
             canary,
+            mirror: None,
+        }
+    }
+
+    /// The same split, with `mirror` percent copied to the canary.
+    pub fn mirrored(self, mirror: Option<u32>) -> Weights {
+        Weights {
+            mirror: mirror.map(|m| m.min(100)),
+            ..self
         }
     }
 }

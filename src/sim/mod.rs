@@ -7,6 +7,15 @@
 //! behaviour with it (and the primary inherits it on promotion):
 //! `sim.serin.dev/error-rate` (fraction of 5xx, default 0) and
 //! `sim.serin.dev/latency-ms` (median latency, default 20; log-normal spread).
+//!
+//! Requests come from simulated users, `rps` of them per route, each sending one request
+//! a second. A share of them is tagged (`--tagged-share`): they carry the header
+//! `--user-header` and the cookie `--user-cookie` that A/B conditions look for. Users
+//! keep the cookies the routes set (session affinity). The routes are read whole: each
+//! request takes the first rule whose conditions it matches (headers and cookies; other
+//! conditions are taken as met), is split by that rule's weights, and is copied to its
+//! mirror if it has one. Mirrored copies reach the canary's metrics (the analysis
+//! judges them) but are not user requests.
 
 use std::{
     collections::BTreeMap,
@@ -25,6 +34,10 @@ use serde_json::{Value, json};
 
 use crate::api::{Canary, CanaryPhase, Provider};
 use crate::rollout::plan::is_blue_green;
+
+pub mod users;
+
+pub use users::{Route, UserConfig};
 
 pub const ERROR_RATE_ANNOTATION: &str = "sim.serin.dev/error-rate";
 pub const LATENCY_ANNOTATION: &str = "sim.serin.dev/latency-ms";
@@ -103,6 +116,12 @@ struct Series {
     requests: BTreeMap<(Served, u16), u64>,
     durations: BTreeMap<Served, Histogram>,
     unready: BTreeMap<(String, String, String), u64>,
+    /// User requests by (namespace, service, workload, tagged).
+    users: BTreeMap<(String, String, String, bool), u64>,
+    /// Mirrored copies by (namespace, service, workload).
+    mirrored: BTreeMap<(String, String, String), u64>,
+    /// Users moved from the canary back to the primary, by (namespace, route).
+    switches: BTreeMap<(String, String), u64>,
 }
 
 /// The exported counters, shared between the traffic loop and the HTTP endpoint.
@@ -110,6 +129,51 @@ struct Series {
 pub struct Metrics(Arc<Mutex<Series>>);
 
 impl Metrics {
+    /// Records one second of `route`'s traffic: the requests its users sent (and the
+    /// mirrored copies) in each mesh's series, and the users' own series.
+    pub fn record_tick(&self, route: &Route, tick: &users::Tick, rng: &mut Rng) {
+        for (dest, n, _) in &tick.served {
+            self.record(dest, *n, rng);
+        }
+        for (dest, n) in &tick.mirrored {
+            self.record(dest, *n, rng);
+        }
+        let mut series = self.0.lock().expect("metrics lock");
+        for (dest, n, tagged) in tick.served.iter().filter(|_| route.users) {
+            let key = |t: bool| {
+                (
+                    dest.namespace.clone(),
+                    dest.service_name.clone(),
+                    dest.workload.clone(),
+                    t,
+                )
+            };
+            for (t, count) in [(true, *tagged), (false, n - tagged)] {
+                if count > 0 {
+                    *series.users.entry(key(t)).or_default() += count;
+                }
+            }
+        }
+        for (dest, n) in &tick.mirrored {
+            *series
+                .mirrored
+                .entry((
+                    dest.namespace.clone(),
+                    dest.service_name.clone(),
+                    dest.workload.clone(),
+                ))
+                .or_default() += n;
+        }
+        if route.users {
+            let (ns, name) = route.key.split_once('/').unwrap_or(("", &route.key));
+            // Always exported for a route with users, so that 0 reads as measured.
+            *series
+                .switches
+                .entry((ns.to_string(), name.to_string()))
+                .or_default() += tick.switches;
+        }
+    }
+
     /// Records one tick of `requests` requests sent to `dest`.
     pub fn record(&self, dest: &Destination, requests: u64, rng: &mut Rng) {
         let mut series = self.0.lock().expect("metrics lock");
@@ -270,6 +334,33 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "serin_sim_unready_requests_total{{namespace=\"{ns}\",service=\"{svc}\",workload=\"{workload}\"}} {n}"
+            );
+        }
+        out.push_str(
+            "# HELP serin_sim_user_requests_total Requests simulated users sent, by the Service that served them and whether the user carried the A/B header or cookie.\n# TYPE serin_sim_user_requests_total counter\n",
+        );
+        for ((ns, svc, workload, tagged), n) in &series.users {
+            let _ = writeln!(
+                out,
+                "serin_sim_user_requests_total{{namespace=\"{ns}\",service=\"{svc}\",workload=\"{workload}\",tagged=\"{tagged}\"}} {n}"
+            );
+        }
+        out.push_str(
+            "# HELP serin_sim_mirrored_requests_total Copies of requests mirrored to a Service (not served to users).\n# TYPE serin_sim_mirrored_requests_total counter\n",
+        );
+        for ((ns, svc, workload), n) in &series.mirrored {
+            let _ = writeln!(
+                out,
+                "serin_sim_mirrored_requests_total{{namespace=\"{ns}\",service=\"{svc}\",workload=\"{workload}\"}} {n}"
+            );
+        }
+        out.push_str(
+            "# HELP serin_sim_user_switches_total Users served by the canary and then by the primary while a session affinity rule kept the canary's users on it.\n# TYPE serin_sim_user_switches_total counter\n",
+        );
+        for ((ns, route), n) in &series.switches {
+            let _ = writeln!(
+                out,
+                "serin_sim_user_switches_total{{namespace=\"{ns}\",route=\"{route}\"}} {n}"
             );
         }
         out
@@ -498,14 +589,11 @@ fn without_times(status: &Value) -> Value {
     status
 }
 
-/// Reads the live VirtualServices and HTTPRoutes and resolves each weighted destination
+/// Reads the live VirtualServices and HTTPRoutes, whole, and resolves each destination
 /// to the Deployment its Service selects. HTTPRoutes are first marked accepted (or not)
 /// in their `status.parents`, as a gateway controller does; only accepted ones carry
 /// traffic.
-pub async fn destinations(
-    client: &Client,
-    namespace: Option<&str>,
-) -> kube::Result<Vec<Vec<Destination>>> {
+pub async fn routes(client: &Client, namespace: Option<&str>) -> kube::Result<Vec<Route>> {
     let vs_resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
         "networking.istio.io",
         "v1",
@@ -549,24 +637,16 @@ pub async fn destinations(
         .items
     {
         let ns = vs.namespace().unwrap_or_default();
-        // The first http route is the one that carries the weighted split.
-        let Some(route) = vs.data["spec"]["http"][0]["route"].as_array() else {
-            continue;
-        };
-        let single = route.len() == 1;
-        let dests = route
-            .iter()
-            .map(|r| {
-                let host = r["destination"]["host"].as_str().unwrap_or_default();
-                let weight =
-                    r["weight"]
-                        .as_u64()
-                        .map(|w| w as u32)
-                        .unwrap_or(if single { 100 } else { 0 });
-                resolve(&ns, host, weight, &services, &deployments)
-            })
-            .collect();
-        routes.push(dests);
+        let rules = users::virtual_service_rules(&vs.data["spec"], |host, weight| {
+            resolve(&ns, host, weight, &services, &deployments)
+        });
+        if !rules.is_empty() {
+            routes.push(Route {
+                key: format!("{ns}/{}", vs.name_any()),
+                rules,
+                users: true,
+            });
+        }
     }
     // Without a mesh users reach the pods the apex Service selects (blue/green with
     // `provider: kubernetes`); during a blue/green analysis a load tester sends requests
@@ -583,13 +663,17 @@ pub async fn destinations(
                 s.namespace().as_deref() == Some(&ns) && s.name_any() == canary.service_name()
             })
         {
-            routes.push(vec![resolve(
-                &ns,
-                canary.service_name(),
-                100,
-                &services,
-                &deployments,
-            )]);
+            routes.push(Route::weighted(
+                format!("{ns}/{}", canary.service_name()),
+                vec![resolve(
+                    &ns,
+                    canary.service_name(),
+                    100,
+                    &services,
+                    &deployments,
+                )],
+                true,
+            ));
         }
         if is_blue_green(&canary)
             && matches!(
@@ -606,7 +690,11 @@ pub async fn destinations(
                 &deployments,
             );
             if load.ready_replicas > 0 {
-                routes.push(vec![load]);
+                routes.push(Route::weighted(
+                    format!("{ns}/{}", canary.canary_service_name()),
+                    vec![load],
+                    false,
+                ));
             }
         }
     }
@@ -636,43 +724,47 @@ pub async fn destinations(
         if !accepted {
             continue;
         }
-        let Some(backends) = route.data["spec"]["rules"][0]["backendRefs"].as_array() else {
-            continue;
-        };
-        let dests = backends
-            .iter()
-            .map(|b| {
-                let host = b["name"].as_str().unwrap_or_default();
-                let weight = b["weight"].as_u64().map(|w| w as u32).unwrap_or(1);
-                resolve(&ns, host, weight, &services, &deployments)
-            })
-            .collect();
-        routes.push(dests);
+        let rules = users::http_route_rules(&route.data["spec"], |host, weight| {
+            resolve(&ns, host, weight, &services, &deployments)
+        });
+        if !rules.is_empty() {
+            routes.push(Route {
+                key: format!("{ns}/{}", route.name_any()),
+                rules,
+                users: true,
+            });
+        }
     }
     Ok(routes)
 }
 
-/// Sends `rps` requests a second through every route until the task is dropped.
+/// Sends one request a second from each of the `rps` users of every route until the
+/// task is dropped; each route keeps its users (and their cookies) while it exists.
 pub async fn run_traffic(
     client: Client,
     namespace: Option<String>,
     rps: u64,
     metrics: Metrics,
     seed: u64,
+    config: UserConfig,
 ) {
     let mut rng = Rng::new(seed);
+    // Who gets which destination is drawn from its own sequence, so that the errors and
+    // latencies a seed gives do not depend on how many users there are.
+    let mut draws = Rng::new(seed ^ 0x005E_ED0F_05E5);
+    let mut crowds: BTreeMap<String, Vec<users::User>> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        match destinations(&client, namespace.as_deref()).await {
+        match routes(&client, namespace.as_deref()).await {
             Ok(routes) => {
-                for dests in routes {
-                    let weights: Vec<u32> = dests.iter().map(|d| d.weight).collect();
-                    for (dest, n) in dests.iter().zip(split_requests(rps, &weights)) {
-                        if n > 0 {
-                            metrics.record(dest, n, &mut rng);
-                        }
-                    }
+                crowds.retain(|key, _| routes.iter().any(|r| &r.key == key));
+                for route in routes {
+                    let crowd = crowds
+                        .entry(route.key.clone())
+                        .or_insert_with(|| users::crowd(rps, &config));
+                    let served = users::serve(&route, crowd, &config, &mut draws);
+                    metrics.record_tick(&route, &served, &mut rng);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reading routes failed"),

@@ -103,20 +103,28 @@ impl Rollout {
 
     /// Starts only the simulator; the test starts the controllers it needs.
     pub fn start_without_controller(client: Client, ns: &str, rps: u32) -> Rollout {
+        Rollout::start_with_sim_args(client, ns, rps, &[])
+    }
+
+    /// Starts only the simulator, with `sim_args` added (e.g. its simulated users'
+    /// `--user-header` and `--tagged-share`).
+    pub fn start_with_sim_args(client: Client, ns: &str, rps: u32, sim_args: &[&str]) -> Rollout {
         let env = Env::get();
         let rps = rps.to_string();
+        let mut args = vec![
+            "--namespace",
+            ns,
+            "--rps",
+            &rps,
+            "--targets-dir",
+            env.prometheus_targets.to_str().unwrap(),
+        ];
+        args.extend_from_slice(sim_args);
         let sim = spawn(
             "trafficsim",
             ns,
             env!("CARGO_BIN_EXE_serin-trafficsim"),
-            &[
-                "--namespace",
-                ns,
-                "--rps",
-                &rps,
-                "--targets-dir",
-                env.prometheus_targets.to_str().unwrap(),
-            ],
+            &args,
         );
         Rollout {
             client,
@@ -259,7 +267,13 @@ impl Rollout {
             Api::namespaced_with(self.client.clone(), &self.ns, &ApiResource::from_gvk(&gvk));
         let Some(vs) = api.get_opt("podinfo").await.ok()? else {
             let route = self.http_route().await?;
-            let backends = route.data["spec"]["rules"][0]["backendRefs"]
+            let cookie = |r: &&Value| {
+                r["matches"][0]["headers"]
+                    .as_array()
+                    .is_some_and(|h| h.iter().any(|h| h["name"] == "Cookie"))
+            };
+            let rules = route.data["spec"]["rules"].as_array()?;
+            let backends = rules.iter().find(|r| !cookie(r)).or(rules.first())?["backendRefs"]
                 .as_array()?
                 .clone();
             let weight = |name: &str| {
@@ -270,7 +284,13 @@ impl Rollout {
             };
             return Some((weight("podinfo-primary")?, weight("podinfo-canary")?));
         };
-        let route = vs.data["spec"]["http"][0]["route"].as_array()?.clone();
+        // The weighted route: the first that is not a session affinity route (which
+        // matches the cookie the weighted route sets).
+        let sticky = |r: &&Value| r["match"][0]["headers"].get("Cookie").is_some();
+        let http = vs.data["spec"]["http"].as_array()?;
+        let route = http.iter().find(|r| !sticky(r)).or(http.first())?["route"]
+            .as_array()?
+            .clone();
         let weight = |host: &str| {
             route
                 .iter()

@@ -1,6 +1,7 @@
 //! End-to-end tests against the real local control plane and Prometheus started by
 //! `tests/e2e/cluster.sh` (run them with `make test`).
 
+mod ab;
 mod admission;
 mod bluegreen;
 mod chaos;

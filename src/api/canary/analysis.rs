@@ -78,7 +78,8 @@ pub struct CanaryAnalysis {
     #[schemars(range(min = 1))]
     pub iterations: Option<i32>,
 
-    /// Mirror (shadow) live traffic to the canary during blue/green analysis (Istio).
+    /// Mirror (shadow) live traffic to the canary during blue/green analysis (Istio,
+    /// Gateway API).
     #[serde(default, skip_serializing_if = "is_false")]
     pub mirror: bool,
 

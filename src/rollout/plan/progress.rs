@@ -55,20 +55,42 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
     let threshold = canary.spec.analysis.threshold();
     let weight = u32::try_from(status.canary_weight).unwrap_or(0);
     let blue_green = is_blue_green(canary);
-    if blue_green && status.last_analysis_time.is_none() {
-        // The canary is ready: its rounds start now, against the canary Service; users
-        // stay on the primary until the switch.
+    let ab_test = is_ab_test(canary);
+    // Blue/green and A/B testing run `iterations` rounds rather than weight steps.
+    let iterated = blue_green || ab_test;
+    if iterated && status.last_analysis_time.is_none() {
         b.status.analysis_start_time = Some(Time(input.now));
         b.status.last_analysis_time = Some(Time(input.now));
-        b.status.message = Some(format!(
-            "analysing {} against the canary Service: iteration 0/{}",
-            target.revision,
-            iterations(canary)
-        ));
+        if ab_test {
+            // The canary is ready: requests that match `analysis.match` go to it from
+            // now on (the matching route's weight); everyone else stays on the primary.
+            b.status.canary_weight = 100;
+            b.event(
+                Severity::Info,
+                reasons::ADVANCED,
+                format!(
+                    "Advance {}: requests matching the A/B conditions are routed to the canary",
+                    target.revision
+                ),
+            );
+            b.status.message = Some(format!(
+                "A/B testing {} on the matching requests: iteration 0/{}",
+                target.revision,
+                iterations(canary)
+            ));
+        } else {
+            // The canary is ready: its rounds start now, against the canary Service;
+            // users stay on the primary until the switch.
+            b.status.message = Some(format!(
+                "analysing {} against the canary Service: iteration 0/{}",
+                target.revision,
+                iterations(canary)
+            ));
+        }
         b.requeue = b.interval();
         return;
     }
-    if weight == 0 && !blue_green {
+    if weight == 0 && !iterated {
         // The canary is ready: route the first step of traffic to it once the
         // `pre-rollout` and `confirm-traffic-increase` webhooks pass. No metric checks run
         // at weight 0, since no traffic reaches the canary yet.
@@ -89,7 +111,7 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
         }
         return;
     }
-    let step_tests = !blue_green
+    let step_tests = !iterated
         && canary
             .spec
             .analysis
@@ -163,14 +185,21 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
             }
             b.requeue = POLL;
         }
-        Verdict::Pass if blue_green => {
+        Verdict::Pass if iterated => {
             b.status.iterations += 1;
             let (done, of) = (b.status.iterations, iterations(canary));
             if done < of {
-                b.status.message = Some(format!(
-                    "analysing {} against the canary Service: iteration {done}/{of}",
-                    target.revision
-                ));
+                b.status.message = Some(if ab_test {
+                    format!(
+                        "A/B testing {} on the matching requests: iteration {done}/{of}",
+                        target.revision
+                    )
+                } else {
+                    format!(
+                        "analysing {} against the canary Service: iteration {done}/{of}",
+                        target.revision
+                    )
+                });
                 b.requeue = b.interval();
             } else if canary.spec.approvals().promotion && !input.gates.promotion_approved {
                 b.event(Severity::Info, reasons::WAITING_APPROVAL, format!("Analysis of {} passed; promotion waits for approval (annotate serin.dev/approve-promotion={})", target.revision, target.revision));
@@ -182,6 +211,18 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
                     ),
                 );
                 b.requeue = POLL;
+            } else if ab_test {
+                // The matching requests stay on the canary while it is copied to the
+                // primary, as in Flagger; then everyone is routed to the primary.
+                b.event(
+                    Severity::Info,
+                    reasons::PROMOTING,
+                    format!(
+                        "A/B test of {} passed after {done} iterations, copying it to the primary",
+                        target.revision
+                    ),
+                );
+                promote_now(b, target);
             } else {
                 switch_and_promote(b, target);
             }
