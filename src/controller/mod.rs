@@ -232,10 +232,19 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
     }
     // Webhooks and checks run concurrently; each Canary reconciles on its own task, so a
     // webhook that hangs to its timeout delays only its own Canary.
+    // The raw counters of the sequential test, read at every reconcile of the analysis
+    // (the plan evaluates the test on them).
+    let counters = if needs.sequential && !held {
+        Some(crate::analysis::counts::read(canary, &ctx.config.metrics_server).await)
+    } else {
+        None
+    };
     let (verdict, webhooks) = futures::join!(
         async {
             if needs.analysis && !held {
-                Some(verdict::decide(&gather(ctx, canary, now).await))
+                Some(verdict::decide(
+                    &gather(ctx, canary, now, counters.as_ref()).await,
+                ))
             } else {
                 None
             }
@@ -248,6 +257,7 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
         gates: snapshot.gates,
         verdict,
         webhooks,
+        counters,
         now: if needs == plan::Needs::default() {
             now
         } else {
