@@ -210,3 +210,28 @@ fn promote_early_still_waits_for_the_promotion_approval() {
     assert_eq!(plan.status.phase, CanaryPhase::WaitingPromotion);
     assert_eq!(plan.status.canary_weight, 20);
 }
+
+#[test]
+fn the_first_round_runs_one_whole_interval_after_the_first_traffic() {
+    let mut clock = Clock::start();
+    let mut c = canary().interval_secs(10);
+    c.spec.analysis.sequential = Some(sequential(false));
+    // Detected (and last looked at) 9 s ago; the canary became ready only now.
+    let c = analysing_rev_b(c, &clock, 0, 9);
+    let plan = plan_with_counters(&c, None, None, clock.now(), Gates::default());
+    assert_eq!(plan.status.canary_weight, 10, "the first step");
+    let mut stepped = c.clone();
+    stepped.status = Some(plan.status.clone());
+    let first_traffic = clock.now();
+    assert_eq!(
+        plan.status.analysis_start_time.as_ref().map(|t| t.0),
+        Some(first_traffic)
+    );
+    clock.advance_secs(9);
+    assert!(
+        !plan::analysis_due(&stepped, clock.now()),
+        "not 9 s after the first traffic"
+    );
+    clock.advance_secs(1);
+    assert!(plan::analysis_due(&stepped, clock.now()));
+}
