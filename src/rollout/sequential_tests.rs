@@ -235,3 +235,18 @@ fn the_first_round_runs_one_whole_interval_after_the_first_traffic() {
     clock.advance_secs(1);
     assert!(plan::analysis_due(&stepped, clock.now()));
 }
+
+#[test]
+fn the_counters_are_read_at_every_reconcile_of_an_analysis_with_the_test_on() {
+    let clock = Clock::start();
+    let mut c = canary().interval_secs(30);
+    c.spec.analysis.sequential = Some(sequential(false));
+    for weight in [0, 10] {
+        let at = analysing_rev_b(c.clone(), &clock, weight, 3);
+        assert!(plan::needs(&at, &rev_b_ready(), clock.now()).sequential);
+    }
+    let off = analysing_rev_b(canary().interval_secs(30), &clock, 10, 3);
+    assert!(!plan::needs(&off, &rev_b_ready(), clock.now()).sequential);
+    let settled = c.with_status(|s| s.phase(CanaryPhase::Succeeded));
+    assert!(!plan::needs(&settled, &rev_b_ready(), clock.now()).sequential);
+}
