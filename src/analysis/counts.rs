@@ -5,8 +5,6 @@
 //! below its start value was reset (the workload's pods restarted): it is counted from
 //! zero. The test itself ([`evaluate`]) is pure, so the plan runs it on the readings.
 
-use std::time::Duration;
-
 use kube::ResourceExt;
 
 use crate::analysis::{
@@ -176,6 +174,9 @@ pub enum Decision {
 pub struct Evaluation {
     pub decision: Decision,
     pub evidence: String,
+    /// The largest evidence against the canary among the tests (it rolls back at
+    /// `1 / falseRollbackRate` of its test), for the analysis metric.
+    pub against: f64,
 }
 
 /// The test's settings from the Canary's: with latency tested too, each of the two tests
@@ -247,8 +248,10 @@ pub fn evaluate(start: &CounterReadings, now: &CounterReadings, seq: &Sequential
     let mut sentences = Vec::new();
     let mut rollback = None;
     let mut promote = true;
+    let mut against: f64 = 0.0;
     for (what, counts) in &tests {
         sentences.push(describe(what, counts, &cfg));
+        against = against.max(sequential::evidence(counts, &cfg).rollback);
         match decide(counts, &cfg) {
             SequentialDecision::Rollback { reason, .. } if rollback.is_none() => {
                 rollback = Some(format!("sequential test ({what}): {reason}"));
@@ -265,13 +268,11 @@ pub fn evaluate(start: &CounterReadings, now: &CounterReadings, seq: &Sequential
         )),
         None => Decision::Continue,
     };
-    Evaluation { decision, evidence }
-}
-
-/// When the next evaluation is due after one at `last` (`None`: now).
-pub fn next_evaluation(seq: &Sequential, since_last: Option<Duration>) -> Duration {
-    let every = seq.evaluation_interval();
-    since_last.map_or(Duration::ZERO, |s| every.saturating_sub(s))
+    Evaluation {
+        decision,
+        evidence,
+        against,
+    }
 }
 
 #[cfg(test)]

@@ -257,7 +257,7 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
         gates: snapshot.gates,
         verdict,
         webhooks,
-        counters,
+        counters: counters.clone(),
         now: if needs == plan::Needs::default() {
             now
         } else {
@@ -304,6 +304,24 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
         ctx.notifier.offer(canary);
     }
     record(ctx, canary, &plan.status);
+    if let (Some(Ok(now)), Some(start)) = (
+        &counters,
+        plan.status
+            .sequential_test
+            .as_ref()
+            .and_then(|t| t.start.as_ref()),
+    ) {
+        // The evidence against the canary, as an analysis metric beside the checks'
+        // values (`sequential-test`), at every evaluation.
+        let evaluation =
+            crate::analysis::counts::evaluate(start, now, &canary.spec.analysis.sequential());
+        ctx.metrics.set_metric_analysis(
+            &canary.spec.target_ref.name,
+            &canary.namespace().unwrap_or_default(),
+            "sequential-test",
+            evaluation.against,
+        );
+    }
     info!(phase = %plan.status.phase, weight = plan.status.canary_weight, failed_checks = plan.status.failed_checks, "reconciled");
     Ok(Action::requeue(plan.requeue))
 }
