@@ -13,7 +13,7 @@ use crate::analysis::{
     prometheus::{PrometheusProvider, QueryError},
     template::{QueryVars, render},
 };
-use crate::api::{Canary, CanaryMetric, MetricTemplate};
+use crate::api::{Canary, CanaryMetric, MetricTemplate, NoDataPolicy};
 
 /// The value measured for one metric, or why there is none.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,6 +24,8 @@ pub struct MetricResult {
     pub failure: Option<String>,
     /// The failure is that the query returned no data (no series or NaN).
     pub no_data: bool,
+    /// What no data counts as for this metric after the first window (`noData`).
+    pub no_data_policy: NoDataPolicy,
 }
 
 /// The range a value must fall in: `thresholdRange`, or the deprecated `threshold`
@@ -189,6 +191,7 @@ pub async fn check(
         value: None,
         failure: Some(failure),
         no_data: false,
+        no_data_policy: metric.no_data(),
     };
     let (query, server) = match resolve(client, canary, metric, default_address).await {
         Ok(r) => r,
@@ -206,6 +209,7 @@ pub async fn check(
             name,
             value: Some(value),
             no_data: false,
+            no_data_policy: metric.no_data(),
         },
         Err(e) => MetricResult {
             no_data: matches!(e, QueryError::NoData | QueryError::NaN),

@@ -1,21 +1,16 @@
 //! Statistical judgement of a release (serin's addition to Flagger's fixed thresholds):
 //! metrics with `compare` are sampled per time slice for the canary and the primary and
 //! judged with Mann-Whitney U and a Hodges-Lehmann interval (Kayenta's method), then
-//! combined into a Pass/Marginal/Fail score; with `analysis.sequential` the cumulative
-//! request counts since the start of the analysis are tested after every step, so a
-//! regression is rolled back as soon as the evidence is strong enough.
+//! combined into a Pass/Marginal/Fail score. The sequential test on the request counts
+//! is in [`crate::analysis::counts`].
 
 use std::time::Duration;
 
-use kube::{Client, ResourceExt};
+use kube::Client;
 
 use crate::analysis::{
     checks::{query_vars, resolve},
-    stats::{
-        self, Classification, CompareConfig, Counts, ScoreThresholds, SequentialConfig,
-        SequentialDecision,
-    },
-    telemetry::Telemetry,
+    stats::{self, Classification, CompareConfig, ScoreThresholds},
     template::render,
 };
 use crate::api::{self, Canary, CanaryMetric};
@@ -193,71 +188,6 @@ pub async fn judge(
             Judgement::Marginal(format!("{summary}: {}", reasons.join("; ")))
         }
         stats::Outcome::Fail => Judgement::Fail(format!("{summary}: {}", reasons.join("; "))),
-    })
-}
-
-/// Cumulative requests and failed requests of `workload` over the last `seconds`.
-async fn counts_of(
-    canary: &Canary,
-    address: &str,
-    workload: &str,
-    seconds: u64,
-) -> Result<(f64, f64), String> {
-    let ns = canary.namespace().unwrap_or_default();
-    let (total, bad) = Telemetry::of(canary.provider()).counts(&ns, workload, seconds);
-    let address = canary.spec.metrics_server.as_deref().unwrap_or(address);
-    let server = crate::analysis::prometheus::PrometheusProvider::new(address, Vec::new(), false)
-        .map_err(|e| e.to_string())?;
-    let value = |q: String| {
-        let server = server.clone();
-        async move {
-            match server.query_value(&q).await {
-                Ok(v) => Ok(v),
-                // No failed requests at all is an empty result, not missing data.
-                Err(
-                    crate::analysis::prometheus::QueryError::NoData
-                    | crate::analysis::prometheus::QueryError::NaN,
-                ) => Ok(0.0),
-                Err(e) => Err(e.to_string()),
-            }
-        }
-    };
-    Ok((value(total).await?, value(bad).await?))
-}
-
-/// The sequential test on error rates since the start of the analysis: `Some(reason)`
-/// when the canary is worse than the primary beyond the configured false-rollback rate.
-pub async fn early_rollback(
-    canary: &Canary,
-    address: &str,
-    since_start: Duration,
-) -> Result<Option<String>, String> {
-    let sequential = canary.spec.analysis.sequential();
-    if !sequential.enabled {
-        return Ok(None);
-    }
-    let seconds = since_start.as_secs().max(1);
-    let (canary_total, canary_bad) =
-        counts_of(canary, address, &canary.spec.target_ref.name, seconds).await?;
-    let (primary_total, primary_bad) =
-        counts_of(canary, address, &canary.primary_name(), seconds).await?;
-    let counts = Counts {
-        canary_total,
-        canary_bad,
-        primary_total,
-        primary_bad,
-    };
-    let cfg = SequentialConfig {
-        false_rollback_rate: sequential.false_rollback_rate(),
-        min_requests: sequential.min_requests(),
-        promote_early: false,
-        ..Default::default()
-    };
-    let decision = stats::decide(&counts, &cfg);
-    tracing::info!(?counts, ?decision, "sequential test");
-    Ok(match decision {
-        SequentialDecision::Rollback { reason, .. } => Some(format!("sequential test: {reason}")),
-        _ => None,
     })
 }
 

@@ -3,6 +3,7 @@
 pub mod builtin;
 pub mod checks;
 pub mod compare;
+pub mod counts;
 pub mod prometheus;
 pub mod stats;
 pub mod telemetry;

@@ -1,5 +1,5 @@
 //! Each mesh's request telemetry, defined once: the PromQL for the success rate, the
-//! p99 latency and the cumulative request counts, from the series each mesh's proxies
+//! p99 latency (and, in [`crate::analysis::counts`], the raw request counters), from the series each mesh's proxies
 //! export (Istio `istio_requests_total` and `istio_request_duration_milliseconds_bucket`
 //! reported by the destination; Linkerd `response_total` and `response_latency_ms_bucket`
 //! in the inbound direction).
@@ -46,35 +46,6 @@ impl Telemetry {
             Telemetry::Linkerd => LINKERD_DURATION,
         }
     }
-
-    /// The requests and the failed requests `workload` in `namespace` served in the last
-    /// `seconds`, as two queries.
-    pub fn counts(self, namespace: &str, workload: &str, seconds: u64) -> (String, String) {
-        match self {
-            Telemetry::Istio => {
-                let sel = format!(
-                    r#"reporter="destination",destination_workload_namespace="{namespace}",destination_workload="{workload}""#
-                );
-                (
-                    format!("sum(increase(istio_requests_total{{{sel}}}[{seconds}s]))"),
-                    format!(
-                        r#"sum(increase(istio_requests_total{{{sel},response_code=~"5.*"}}[{seconds}s]))"#
-                    ),
-                )
-            }
-            Telemetry::Linkerd => {
-                let sel = format!(
-                    r#"direction="inbound",namespace="{namespace}",deployment="{workload}""#
-                );
-                (
-                    format!("sum(increase(response_total{{{sel}}}[{seconds}s]))"),
-                    format!(
-                        r#"sum(increase(response_total{{{sel},classification="failure"}}[{seconds}s]))"#
-                    ),
-                )
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -82,18 +53,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_read_the_same_series_as_the_success_rate() {
+    fn the_sequential_counts_read_the_same_series_as_the_success_rate() {
         for (telemetry, series) in [
             (Telemetry::Istio, "istio_requests_total"),
             (Telemetry::Linkerd, "response_total"),
         ] {
-            let (total, bad) = telemetry.counts("test", "podinfo", 30);
+            let q = crate::analysis::counts::queries(telemetry, "test", "podinfo", None);
             assert!(
-                total.contains(series) && bad.contains(series),
-                "{total} {bad}"
+                q.requests.contains(series) && q.errors.contains(series),
+                "{q:?}"
             );
             assert!(telemetry.success_rate().contains(series));
-            assert!(total.contains("[30s]"));
         }
         assert_eq!(Telemetry::of(Provider::Linkerd), Telemetry::Linkerd);
         assert_eq!(Telemetry::of(Provider::Istio), Telemetry::Istio);

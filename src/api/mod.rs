@@ -19,10 +19,11 @@ pub use alert_provider::{AlertProvider, AlertProviderSpec, AlertProviderType};
 pub use canary::{
     AlertSeverity, Approvals, AutoscalerRef, Canary, CanaryAlert, CanaryAnalysis, CanaryMetric,
     CanaryPhase, CanaryService, CanarySpec, CanaryStatus, CanaryWebhook, ConformanceTest,
-    ConformanceWhen, CustomMetadata, Direction, HISTORY_LIMIT, Judge, MetricComparison,
-    NoDataPolicy, ParentReference, PendingNotification, Provider, ProviderObjectRef, ProviderRef,
-    Release, ScalerReplicas, Sequential, SessionAffinity, TargetRef, TemplateRef, ThresholdRange,
-    UnmanagedMetadata, WebhookType,
+    ConformanceWhen, CounterReadings, CustomMetadata, Direction, HISTORY_LIMIT, Judge,
+    MetricComparison, NoDataPolicy, ParentReference, PendingNotification, Provider,
+    ProviderObjectRef, ProviderRef, Release, ScalerReplicas, Sequential, SequentialTestStatus,
+    SessionAffinity, TargetRef, TemplateRef, ThresholdRange, UnmanagedMetadata, WebhookType,
+    WorkloadCounters,
 };
 pub use duration::DurationError;
 pub use metric_template::{

@@ -7,10 +7,11 @@
 //! policies (common random numbers).
 
 use super::rng::Rng;
+use crate::analysis::counts::{Decision, evaluate};
 use crate::analysis::stats::{
-    Classification, CompareConfig, Counts, NoDataPolicy, Outcome, ScoreThresholds,
-    SequentialConfig, SequentialDecision, compare, decide, score,
+    Classification, CompareConfig, NoDataPolicy, Outcome, ScoreThresholds, compare, score,
 };
+use crate::api::{CounterReadings, WorkloadCounters};
 
 /// Requests per second reaching the service (canary + primary).
 pub const RPS: u32 = 50;
@@ -78,9 +79,11 @@ pub enum Policy {
     /// step 10% to 50%; roll back at 5 failed checks.
     Flagger,
     /// Flagger's stepping and checks, plus the Mann-Whitney judgement per interval and the
-    /// sequential test every 5 s for early rollback.
+    /// controller's sequential test (errors and the 100 ms bucket) every 5 s, between the
+    /// ticks, for early rollback.
     Serin,
-    /// As `Serin`, and the sequential test may also promote early.
+    /// As `Serin`, with `promoteEarly`: a passed tick with enough evidence for the canary
+    /// skips the remaining steps.
     SerinEarlyPromotion,
 }
 
@@ -278,25 +281,33 @@ fn judge(canary: &[Second], primary: &[Second]) -> Outcome {
     score(&verdicts, &ScoreThresholds::default()).outcome
 }
 
-fn counts(canary: &[Second], primary: &[Second], bad: fn(&Second) -> u32) -> Counts {
-    let sum = |side: &[Second], f: &dyn Fn(&Second) -> u32| -> f64 {
-        side.iter().map(|s| f64::from(f(s))).sum()
-    };
-    Counts {
-        canary_total: sum(canary, &|s| s.requests),
-        canary_bad: sum(canary, &bad),
-        primary_total: sum(primary, &|s| s.requests),
-        primary_bad: sum(primary, &bad),
+/// The controller's sequential settings in the benchmark: `analysis.sequential` with the
+/// latency test on the 100 ms bucket and every other field at its default (false-rollback
+/// rate 0.01, split in half between the error and the latency test; regression ratio 2;
+/// 200 requests; evaluated every 5 s).
+fn controller_sequential(promote_early: bool) -> crate::api::Sequential {
+    crate::api::Sequential {
+        enabled: true,
+        promote_early,
+        latency_bucket: Some(SLOW_BUCKET_MS as i64),
+        ..crate::api::Sequential::default()
     }
 }
 
-/// Sequential configuration of the benchmark: two tests (errors, slow requests) at half of
-/// 1% each, so that the combined false-rollback rate stays at most 1%.
-fn sequential_config(promote_early: bool) -> SequentialConfig {
-    SequentialConfig {
-        false_rollback_rate: 0.005,
-        promote_early,
-        ..SequentialConfig::default()
+/// The raw counters since the start of the analysis, as the controller reads them.
+fn readings(canary: &[Second], primary: &[Second]) -> CounterReadings {
+    let side = |s: &[Second]| {
+        let sum = |f: fn(&Second) -> u32| s.iter().map(|x| u64::from(f(x))).sum::<u64>();
+        WorkloadCounters {
+            requests: sum(|x| x.requests),
+            errors: sum(|x| x.errors),
+            slow: Some(sum(|x| x.slow)),
+            timed: Some(sum(|x| x.requests)),
+        }
+    };
+    CounterReadings {
+        canary: side(canary),
+        primary: side(primary),
     }
 }
 
@@ -306,7 +317,8 @@ fn simulate(seed: u64, scenario: Scenario, policy: Policy) -> ReleaseOutcome {
     let mut primary: Vec<Second> = Vec::new();
     let mut weight = STEP_WEIGHT; // Flagger's first tick moves from 0 to stepWeight.
     let mut failed_checks = 0;
-    let seq = sequential_config(policy == Policy::SerinEarlyPromotion);
+    let seq = controller_sequential(policy == Policy::SerinEarlyPromotion);
+    let start = CounterReadings::default();
     let finish = |rolled_back: bool, at: u32, canary: &[Second]| ReleaseOutcome {
         rolled_back,
         decided_at: at,
@@ -318,17 +330,15 @@ fn simulate(seed: u64, scenario: Scenario, policy: Policy) -> ReleaseOutcome {
         canary.push(c);
         primary.push(p);
 
+        // The controller's sequential test (`analysis::counts::evaluate`) at every
+        // evaluation interval: a crossed bound rolls back at once; enough evidence for
+        // the canary lets a passed tick skip the remaining steps (`promoteEarly`).
+        let mut promote_early = false;
         if policy != Policy::Flagger && t % SEQUENTIAL_EVERY_S == 0 {
-            let errors = decide(&counts(&canary, &primary, |s| s.errors), &seq);
-            let slow = decide(&counts(&canary, &primary, |s| s.slow), &seq);
-            let rollback =
-                |d: &SequentialDecision| matches!(d, SequentialDecision::Rollback { .. });
-            let promote = |d: &SequentialDecision| matches!(d, SequentialDecision::Promote { .. });
-            if rollback(&errors) || rollback(&slow) {
-                return finish(true, t, &canary);
-            }
-            if promote(&errors) && promote(&slow) {
-                return finish(false, t, &canary);
+            match evaluate(&start, &readings(&canary, &primary), &seq).decision {
+                Decision::Rollback(_) => return finish(true, t, &canary),
+                Decision::Promote(_) => promote_early = true,
+                Decision::Continue => {}
             }
         }
 
@@ -349,7 +359,7 @@ fn simulate(seed: u64, scenario: Scenario, policy: Policy) -> ReleaseOutcome {
                     return finish(true, t, &canary);
                 }
             } else if !hold {
-                if weight >= MAX_WEIGHT - 1e-9 {
+                if weight >= MAX_WEIGHT - 1e-9 || promote_early {
                     return finish(false, t, &canary);
                 }
                 weight = (weight + STEP_WEIGHT).min(MAX_WEIGHT);

@@ -38,7 +38,14 @@ fn first_window(window: Duration) -> Duration {
 }
 
 /// Runs every check of one round (the I/O); `verdict::decide` says what it means.
-pub(super) async fn gather(ctx: &Context, canary: &Canary, now: Timestamp) -> Evidence {
+/// `counters` is this reconcile's reading for the sequential test, which the plan
+/// evaluates; a reading that failed fails the round here, as any unreadable metric.
+pub(super) async fn gather(
+    ctx: &Context,
+    canary: &Canary,
+    now: Timestamp,
+    counters: Option<&Result<crate::api::CounterReadings, String>>,
+) -> Evidence {
     let address = &ctx.config.metrics_server;
     let since_start = since_analysis_start(canary, now);
     // Flagger runs the `rollout` webhooks (often a load generator) before the checks;
@@ -63,12 +70,11 @@ pub(super) async fn gather(ctx: &Context, canary: &Canary, now: Timestamp) -> Ev
             );
         }
     }
-    let sequential = compare::early_rollback(canary, address, since_start).await;
-    // A rollback is already decided: the judgement would not change it.
-    let judgement = match &sequential {
-        Ok(Some(_)) => None,
-        _ => compare::judge(&ctx.client, canary, address, since_start).await,
+    let sequential = match counters {
+        Some(Err(e)) => Err(e.clone()),
+        _ => Ok(None),
     };
+    let judgement = compare::judge(&ctx.client, canary, address, since_start).await;
     Evidence {
         checks,
         sequential,

@@ -222,10 +222,19 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
     }
     // Webhooks and checks run concurrently; each Canary reconciles on its own task, so a
     // webhook that hangs to its timeout delays only its own Canary.
+    // The raw counters of the sequential test, read at every reconcile of the analysis
+    // (the plan evaluates the test on them).
+    let counters = if needs.sequential && !held {
+        Some(crate::analysis::counts::read(canary, &ctx.config.metrics_server).await)
+    } else {
+        None
+    };
     let (verdict, webhooks) = futures::join!(
         async {
             if needs.analysis && !held {
-                Some(verdict::decide(&gather(ctx, canary, now).await))
+                Some(verdict::decide(
+                    &gather(ctx, canary, now, counters.as_ref()).await,
+                ))
             } else {
                 None
             }
@@ -238,6 +247,7 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
         gates: snapshot.gates,
         verdict,
         webhooks,
+        counters: counters.clone(),
         now: if needs == plan::Needs::default() {
             now
         } else {
@@ -284,6 +294,24 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
         ctx.notifier.offer(canary);
     }
     record(ctx, canary, &plan.status);
+    if let (Some(Ok(now)), Some(start)) = (
+        &counters,
+        plan.status
+            .sequential_test
+            .as_ref()
+            .and_then(|t| t.start.as_ref()),
+    ) {
+        // The evidence against the canary, as an analysis metric beside the checks'
+        // values (`sequential-test`), at every evaluation.
+        let evaluation =
+            crate::analysis::counts::evaluate(start, now, &canary.spec.analysis.sequential());
+        ctx.metrics.set_metric_analysis(
+            &canary.spec.target_ref.name,
+            &canary.namespace().unwrap_or_default(),
+            "sequential-test",
+            evaluation.against,
+        );
+    }
     info!(phase = %plan.status.phase, weight = plan.status.canary_weight, failed_checks = plan.status.failed_checks, "reconciled");
     Ok(Action::requeue(plan.requeue))
 }

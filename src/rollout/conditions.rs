@@ -24,6 +24,9 @@ pub mod reasons {
     pub const WAITING_APPROVAL: &str = "WaitingApproval";
     pub const APPROVED: &str = "Approved";
     pub const PROMOTING: &str = "Promoting";
+    /// The sequential test found the canary at least as good as the primary: the
+    /// remaining steps are skipped.
+    pub const PROMOTE_EARLY: &str = "PromoteEarly";
     pub const SUCCEEDED: &str = "Succeeded";
     pub const ROLLED_BACK: &str = "RolledBack";
     pub const SKIPPED_ANALYSIS: &str = "SkippedAnalysis";

@@ -314,6 +314,7 @@ pub fn plan_with(
         gates,
         verdict,
         webhooks: plan::Webhooks::default(),
+        counters: None,
         now,
     })
 }
@@ -332,6 +333,7 @@ pub fn plan_webhooks(
         gates: Gates::default(),
         verdict,
         webhooks,
+        counters: None,
         now,
     })
 }

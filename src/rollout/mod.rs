@@ -21,4 +21,6 @@ mod plan_tests;
 #[cfg(test)]
 mod safety_tests;
 #[cfg(test)]
+mod sequential_tests;
+#[cfg(test)]
 mod webhook_tests;

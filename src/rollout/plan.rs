@@ -124,6 +124,7 @@ pub use crate::rollout::verdict::{Finding, Verdict};
 
 mod progress;
 mod promotion;
+mod sequential;
 
 use progress::progress;
 use promotion::{iterations, promote, promote_now, switch_and_promote};
@@ -211,6 +212,9 @@ pub struct Needs {
     /// `status.lastAppliedSpec`: before traffic once the canary is ready, at each weight
     /// of a weighted canary, and while a promotion finalises.
     pub conformance: Option<ConformanceRun>,
+    /// Read the raw request counters for the sequential test (at every reconcile of an
+    /// analysis with `analysis.sequential` on, the first traffic step included).
+    pub sequential: bool,
 }
 
 /// The webhook kinds to call before planning.
@@ -315,6 +319,8 @@ pub struct Input<'a> {
     pub verdict: Option<Verdict>,
     /// What the webhooks [`needs`] asked for answered.
     pub webhooks: Webhooks,
+    /// The raw request counters, read when [`needs`] asked for them.
+    pub counters: Option<Result<crate::api::CounterReadings, String>>,
     pub now: Timestamp,
 }
 
@@ -404,10 +410,19 @@ pub fn needs(canary: &Canary, observed: &Observed, now: Timestamp) -> Needs {
             .status
             .as_ref()
             .is_some_and(|s| s.phase == CanaryPhase::Progressing && s.canary_weight == 0);
+    let sequential = judged
+        && canary.spec.analysis.sequential().enabled
+        && canary.status.as_ref().is_some_and(|s| {
+            matches!(
+                s.phase,
+                CanaryPhase::Progressing | CanaryPhase::WaitingPromotion
+            )
+        });
     Needs {
         analysis,
         webhooks: webhook_needs(canary, observed, now, analysis),
         conformance: conformance_run(canary, judged, before_traffic),
+        sequential,
     }
 }
 
@@ -871,7 +886,10 @@ pub fn plan(input: &Input<'_>) -> Plan {
                 b.requeue = POLL;
             }
         }
-        CanaryPhase::Progressing | CanaryPhase::WaitingPromotion => progress(&mut b, target),
+        CanaryPhase::Progressing | CanaryPhase::WaitingPromotion => {
+            progress(&mut b, target);
+            sequential::requeue(&mut b);
+        }
         CanaryPhase::Promoting => promote(&mut b, target),
         CanaryPhase::Finalising => finalise(&mut b),
     }

@@ -5,6 +5,7 @@
 use std::fmt;
 
 use crate::analysis::{checks::MetricResult, compare::Judgement};
+use crate::api::NoDataPolicy;
 
 /// Why a round did not pass: one readable message, and the metric (or gate) that
 /// decided with the value it measured, for events and notifications.
@@ -84,28 +85,46 @@ pub struct Evidence {
 
 /// The threshold checks alone. Missing data while the canary has had traffic for less
 /// than the longest metric window is a wait, not a failure: the window cannot hold the
-/// canary's requests yet. After that, no data fails the check like any other.
+/// canary's requests yet. After that, each metric's `noData` says what it counts as:
+/// a failed check (the default), a hold (the weight waits, nothing is counted), or a pass.
 pub fn of_checks(results: &[MetricResult], in_first_window: bool) -> Verdict {
-    let failed: Vec<&MetricResult> = results.iter().filter(|r| r.failure.is_some()).collect();
+    let policy = |r: &MetricResult| {
+        if in_first_window {
+            NoDataPolicy::Hold
+        } else {
+            r.no_data_policy
+        }
+    };
+    let failed: Vec<&MetricResult> = results
+        .iter()
+        .filter(|r| r.failure.is_some() && !(r.no_data && policy(r) == NoDataPolicy::Pass))
+        .collect();
     let Some(first) = failed.first() else {
         return Verdict::Pass;
     };
-    let finding = Finding {
-        metric: Some(first.name.clone()),
-        value: first.value,
-        message: failed
-            .iter()
-            .filter_map(|r| r.failure.as_deref())
-            .collect::<Vec<_>>()
-            .join("; "),
-    };
-    if failed.iter().all(|r| r.no_data) && in_first_window {
-        Verdict::Hold(Finding {
-            message: format!("waiting for the first metric window: {}", finding.message),
-            ..finding
-        })
-    } else {
-        Verdict::Fail(finding)
+    let message = failed
+        .iter()
+        .filter_map(|r| r.failure.as_deref())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let counted = failed
+        .iter()
+        .find(|r| !(r.no_data && policy(r) == NoDataPolicy::Hold));
+    match counted {
+        Some(decided) => Verdict::Fail(Finding {
+            metric: Some(decided.name.clone()),
+            value: decided.value,
+            message,
+        }),
+        None => Verdict::Hold(Finding {
+            metric: Some(first.name.clone()),
+            value: None,
+            message: if in_first_window {
+                format!("waiting for the first metric window: {message}")
+            } else {
+                format!("holding for data (noData: hold): {message}")
+            },
+        }),
     }
 }
 
@@ -173,6 +192,7 @@ mod tests {
             value: Some(value),
             failure: None,
             no_data: false,
+            no_data_policy: NoDataPolicy::Fail,
         }
     }
 
@@ -189,6 +209,51 @@ mod tests {
             value: None,
             failure: Some(format!("{name}: no data")),
             no_data: true,
+            no_data_policy: NoDataPolicy::Fail,
+        }
+    }
+
+    fn no_data_with(name: &str, policy: NoDataPolicy) -> MetricResult {
+        MetricResult {
+            no_data_policy: policy,
+            ..no_data(name)
+        }
+    }
+
+    #[test]
+    fn each_metric_says_what_no_data_counts_as_after_the_first_window() {
+        let hold = of_checks(&[no_data_with("latency", NoDataPolicy::Hold)], false);
+        assert!(
+            matches!(&hold, Verdict::Hold(f) if f.message.starts_with("holding for data (noData: hold): latency: no data")),
+            "{hold:?}"
+        );
+        assert_eq!(
+            of_checks(&[no_data_with("latency", NoDataPolicy::Pass)], false),
+            Verdict::Pass
+        );
+        assert!(matches!(
+            of_checks(&[no_data_with("latency", NoDataPolicy::Fail)], false),
+            Verdict::Fail(_)
+        ));
+        // A held metric does not hide another metric's failure.
+        let v = of_checks(
+            &[
+                no_data_with("latency", NoDataPolicy::Hold),
+                failed("rate", 90.0, "rate 90 is below 99"),
+            ],
+            false,
+        );
+        assert!(
+            matches!(&v, Verdict::Fail(f) if f.metric.as_deref() == Some("rate")),
+            "{v:?}"
+        );
+        // The first window holds whatever the policy.
+        for policy in [NoDataPolicy::Fail, NoDataPolicy::Hold, NoDataPolicy::Pass] {
+            let v = of_checks(&[no_data_with("latency", policy)], true);
+            assert!(
+                matches!(&v, Verdict::Hold(f) if f.message.starts_with("waiting for the first metric window")),
+                "{policy:?}: {v:?}"
+            );
         }
     }
 

@@ -20,5 +20,6 @@ mod operate;
 mod release;
 mod rollout;
 mod safety;
+mod sequential;
 mod smoke;
 mod statistics;

@@ -312,9 +312,16 @@ mod tests {
     }
 
     /// Runs `releases` healthy releases (same failure probability on both sides) with the
-    /// canary share stepping 10%..50% every minute, evaluates the test every 5 s for ten
-    /// minutes from cumulative counts, and returns how many were rolled back.
-    fn healthy_rollbacks(releases: usize, p: f64, cfg: &SequentialConfig, seed: u64) -> usize {
+    /// canary share stepping 10%..50% every minute, evaluates the test every `every`
+    /// seconds for ten minutes from cumulative counts, and returns how many were rolled
+    /// back.
+    fn healthy_rollbacks(
+        releases: usize,
+        p: f64,
+        cfg: &SequentialConfig,
+        seed: u64,
+        every: u32,
+    ) -> usize {
         let mut rng = Rng::new(seed);
         let mut rolled_back = 0;
         for _ in 0..releases {
@@ -331,7 +338,8 @@ mod tests {
                         c.primary_bad += f64::from(u8::from(failed));
                     }
                 }
-                if second % 5 == 4 && matches!(decide(&c, cfg), SequentialDecision::Rollback { .. })
+                if second % every == every - 1
+                    && matches!(decide(&c, cfg), SequentialDecision::Rollback { .. })
                 {
                     rolled_back += 1;
                     break 'release;
@@ -352,13 +360,41 @@ mod tests {
                 min_requests: 50,
                 ..SequentialConfig::default()
             };
-            let n = healthy_rollbacks(releases, p, &cfg, seed) as f64;
+            let n = healthy_rollbacks(releases, p, &cfg, seed, 5) as f64;
             let expected = alpha * releases as f64;
             let bound = expected + 3.0 * (expected * (1.0 - alpha)).sqrt();
             assert!(
                 n <= bound,
                 "alpha {alpha}: {n} of {releases} rolled back (bound {bound:.1})"
             );
+        }
+    }
+
+    #[test]
+    fn false_rollback_rate_holds_when_evaluated_at_every_look() {
+        // The controller evaluates at every reconcile (every evaluationInterval, and at
+        // every watch event in between): the rate must hold however often it looks, here
+        // at every second, which is every new scrape of the counters. Same bound as above.
+        let releases = 300;
+        for (alpha, p, seed) in [(0.05, 0.02, 13), (0.01, 0.005, 17)] {
+            let cfg = SequentialConfig {
+                false_rollback_rate: alpha,
+                min_requests: 50,
+                ..SequentialConfig::default()
+            };
+            let every_look = healthy_rollbacks(releases, p, &cfg, seed, 1);
+            let every_5s = healthy_rollbacks(releases, p, &cfg, seed, 5);
+            let expected = alpha * releases as f64;
+            let bound = expected + 3.0 * (expected * (1.0 - alpha)).sqrt();
+            println!(
+                "alpha {alpha}: {every_look} of {releases} rolled back evaluated every second, {every_5s} every 5 s"
+            );
+            assert!(
+                every_look as f64 <= bound,
+                "alpha {alpha}: {every_look} of {releases} rolled back (bound {bound:.1})"
+            );
+            // Looking more often can only find a crossing sooner, never miss one.
+            assert!(every_look >= every_5s);
         }
     }
 }

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     DEFAULT_ANALYSIS_INTERVAL, DEFAULT_CONFORMANCE_TEST_TIMEOUT, DEFAULT_METRIC_INTERVAL,
-    DEFAULT_SESSION_AFFINITY_MAX_AGE, DEFAULT_WEBHOOK_TIMEOUT, is_false,
+    DEFAULT_SEQUENTIAL_EVALUATION_INTERVAL, DEFAULT_SESSION_AFFINITY_MAX_AGE,
+    DEFAULT_WEBHOOK_TIMEOUT, is_false,
 };
 use crate::api::{duration, schema};
 
@@ -214,6 +215,13 @@ pub struct CanaryMetric {
     /// (serin addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compare: Option<MetricComparison>,
+
+    /// What a check whose query returns no data (no series, or NaN) counts as: fail,
+    /// hold (the step waits, nothing is counted) or pass (default fail). While the canary
+    /// has had traffic for less than the metric window, no data holds whatever this says
+    /// (serin addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_data: Option<NoDataPolicy>,
 }
 
 /// Accepted range of a metric value.
@@ -353,9 +361,25 @@ pub struct Sequential {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub min_requests: Option<i64>,
-    /// Also promote early when the canary is clearly no worse.
+    /// Also promote early when the canary is clearly no worse: the remaining steps are
+    /// skipped (approvals and confirm-promotion webhooks still apply).
     #[serde(default, skip_serializing_if = "is_false")]
     pub promote_early: bool,
+    /// How often the counts are read and the test evaluated between analysis ticks
+    /// (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::duration")]
+    pub evaluation_interval: Option<String>,
+    /// The regression the test looks for: the canary failing this many times as often as
+    /// the primary (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.1, max = 100.0))]
+    pub regression_ratio: Option<f64>,
+    /// Requests slower than this histogram bucket bound (milliseconds; one of the mesh's
+    /// `le` bounds) count as bad, in a second test beside the errors (unset: errors only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub latency_bucket: Option<i64>,
 }
 
 /// A conformance test: a Job run against the canary before it receives traffic
@@ -601,6 +625,11 @@ impl CanaryMetric {
         self.interval.as_deref().unwrap_or(DEFAULT_METRIC_INTERVAL)
     }
 
+    /// What no data counts as once the first window is over (default fail).
+    pub fn no_data(&self) -> NoDataPolicy {
+        self.no_data.unwrap_or_default()
+    }
+
     /// Whether the metric is judged by comparison with the primary.
     pub fn is_compared(&self) -> bool {
         self.compare.is_some()
@@ -657,6 +686,27 @@ impl Sequential {
         self.min_requests
             .and_then(|n| u64::try_from(n).ok())
             .unwrap_or(200)
+    }
+
+    /// Time between evaluations between the analysis ticks (default 5s).
+    pub fn evaluation_interval(&self) -> Duration {
+        duration_or(
+            self.evaluation_interval.as_deref(),
+            DEFAULT_SEQUENTIAL_EVALUATION_INTERVAL,
+        )
+        .max(Duration::from_secs(1))
+    }
+
+    /// The failure ratio the test looks for (default 2).
+    pub fn regression_ratio(&self) -> f64 {
+        self.regression_ratio.filter(|r| *r > 1.0).unwrap_or(2.0)
+    }
+
+    /// The latency bucket bound in milliseconds, when latency is tested.
+    pub fn latency_bucket(&self) -> Option<u64> {
+        self.latency_bucket
+            .and_then(|b| u64::try_from(b).ok())
+            .filter(|b| *b > 0)
     }
 }
 

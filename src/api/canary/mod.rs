@@ -27,7 +27,10 @@ pub use analysis::{
     SessionAffinity, TemplateRef, ThresholdRange, WebhookType,
 };
 pub use service::{CanaryService, CustomMetadata, ParentReference, UnmanagedMetadata};
-pub use status::{CanaryPhase, CanaryStatus, HISTORY_LIMIT, PendingNotification, Release};
+pub use status::{
+    CanaryPhase, CanaryStatus, CounterReadings, HISTORY_LIMIT, PendingNotification, Release,
+    SequentialTestStatus, WorkloadCounters,
+};
 
 /// Flagger's default analysis interval.
 pub const DEFAULT_ANALYSIS_INTERVAL: Duration = Duration::from_secs(60);
@@ -37,6 +40,9 @@ pub const DEFAULT_METRIC_INTERVAL: &str = "1m";
 pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: i32 = 600;
 /// Flagger's default webhook request timeout.
 pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time between two evaluations of the sequential test between analysis ticks
+/// (about one Prometheus scrape interval).
+pub const DEFAULT_SEQUENTIAL_EVALUATION_INTERVAL: Duration = Duration::from_secs(5);
 /// Default timeout of a conformance test Job.
 pub const DEFAULT_CONFORMANCE_TEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// Flagger's default session affinity cookie lifetime (one day).

@@ -85,6 +85,54 @@ pub struct CanaryStatus {
     /// is left and nothing twice. Holds alert names, never webhook addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_notifications: Vec<PendingNotification>,
+
+    /// The sequential test of the current (or last) analysis: the counters it counts
+    /// from and its last evidence (serin addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential_test: Option<SequentialTestStatus>,
+}
+
+/// Where the sequential test stands (serin addition).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SequentialTestStatus {
+    /// When the evidence below was evaluated (updated when it changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+    /// The counts since the analysis started and the evidence for and against the
+    /// canary, as one sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
+    /// The raw counter values at the first traffic of the analysis, which the counts are
+    /// measured from (kept here so that a restarted controller measures from the same
+    /// point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<CounterReadings>,
+}
+
+/// Raw request counters of the canary and the primary at one instant.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CounterReadings {
+    pub canary: WorkloadCounters,
+    pub primary: WorkloadCounters,
+}
+
+/// Raw request counters of one workload (sums over its series).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadCounters {
+    /// Requests served.
+    pub requests: u64,
+    /// Failed (5xx) requests among them.
+    pub errors: u64,
+    /// Requests slower than the latency bucket, when latency is tested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow: Option<u64>,
+    /// Requests in the latency histogram, when latency is tested (the histogram and the
+    /// request counter are separate series).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timed: Option<u64>,
 }
 
 /// How many releases `status.history` keeps.

@@ -4,6 +4,7 @@
 //! approvals and gates on the way to promotion.
 
 use super::*;
+use crate::analysis::counts::Decision;
 
 pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
     let input = b.input;
@@ -61,6 +62,7 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
     if iterated && status.last_analysis_time.is_none() {
         b.status.analysis_start_time = Some(Time(input.now));
         b.status.last_analysis_time = Some(Time(input.now));
+        super::sequential::record_start(b);
         if ab_test {
             // The canary is ready: requests that match `analysis.match` go to it from
             // now on (the matching route's weight); everyone else stays on the primary.
@@ -97,6 +99,19 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
         first_step(b, target, threshold);
         return;
     }
+    // The sequential test between the ticks: a crossed bound rolls back now, as a failed
+    // check (alerts on failedChecks see it); enough evidence for the canary lets the
+    // next passed round skip the remaining steps.
+    let promote_early = match super::sequential::evaluate(b) {
+        Some(Decision::Rollback(reason)) => {
+            b.status.failed_checks += 1;
+            b.status.last_analysis_time = Some(Time(input.now));
+            b.rollback(&Finding::gate("sequential-test", reason));
+            return;
+        }
+        Some(Decision::Promote(reason)) => Some(reason),
+        _ => None,
+    };
     if waiting_promotion && promotion_open(canary, input) {
         // The analysis passed at maxWeight; the checks kept running while waiting.
         b.event(
@@ -188,7 +203,19 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
         Verdict::Pass if iterated => {
             b.status.iterations += 1;
             let (done, of) = (b.status.iterations, iterations(canary));
-            if done < of {
+            if done < of
+                && let Some(reason) = &promote_early
+            {
+                b.event(
+                    Severity::Info,
+                    reasons::PROMOTE_EARLY,
+                    format!(
+                        "Promoting {} early, after iteration {done}/{of}: {reason}",
+                        target.revision
+                    ),
+                );
+            }
+            if done < of && promote_early.is_none() {
                 b.status.message = Some(if ab_test {
                     format!(
                         "A/B testing {} on the matching requests: iteration {done}/{of}",
@@ -238,7 +265,20 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
         Verdict::Pass => {
             let promotion_hooks =
                 webhook_gate(canary, &input.webhooks, WebhookType::ConfirmPromotion);
-            if weight >= canary.spec.analysis.max_weight() {
+            let max_weight = canary.spec.analysis.max_weight();
+            if weight < max_weight
+                && let Some(reason) = &promote_early
+            {
+                b.event(
+                    Severity::Info,
+                    reasons::PROMOTE_EARLY,
+                    format!(
+                        "Promoting {} early at weight {weight} of {max_weight}: {reason}",
+                        target.revision
+                    ),
+                );
+            }
+            if weight >= max_weight || promote_early.is_some() {
                 if let Err(why) = promotion_hooks {
                     let closer = why.clone();
                     let why = closed_because(why, "confirm-promotion");
@@ -414,6 +454,7 @@ pub(super) fn step_to(b: &mut Builder<'_>, weight: u32, target: &Target) {
         // sequential test's counts and the compared samples are measured from here,
         // not from the detection (the canary may take a while to become ready).
         b.status.analysis_start_time = Some(Time(b.input.now));
+        super::sequential::record_start(b);
     }
     b.status.canary_weight = i32::try_from(weight).unwrap_or(100);
     b.status.last_analysis_time = Some(Time(b.input.now));
