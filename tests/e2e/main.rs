@@ -11,6 +11,7 @@ mod fixture;
 mod gates;
 mod gatewayapi;
 mod harness;
+mod idle;
 mod install;
 mod lifecycle;
 mod notify;
