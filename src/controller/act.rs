@@ -151,32 +151,31 @@ async fn write_services(ctx: &Context, canary: &Canary, target: &Deployment) -> 
         .filter_map(|s| serde_json::to_value(s).ok())
         .collect();
     ctx.stores.apply(client, &ns, &services).await?;
-    if let Some(aref) = &canary.spec.autoscaler_ref {
-        let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
-        if let Some(hpa) = hpas.get_opt(&aref.name).await.map_err(Error::Read)? {
-            let mut spec = hpa.spec.clone().unwrap_or_default();
-            spec.scale_target_ref.name = canary.primary_name();
-            if let Some(replicas) = &aref.primary_scaler_replicas {
-                if let Some(min) = replicas.min_replicas {
-                    spec.min_replicas = Some(min);
-                }
-                if let Some(max) = replicas.max_replicas {
-                    spec.max_replicas = max;
-                }
+    if let Some(aref) = &canary.spec.autoscaler_ref
+        && let Some(hpa) = ctx.stores.autoscaler(client, &ns, &aref.name).await?
+    {
+        let mut spec = hpa.spec.clone().unwrap_or_default();
+        spec.scale_target_ref.name = canary.primary_name();
+        if let Some(replicas) = &aref.primary_scaler_replicas {
+            if let Some(min) = replicas.min_replicas {
+                spec.min_replicas = Some(min);
             }
-            let copy = HorizontalPodAutoscaler {
-                metadata: ObjectMeta {
-                    name: Some(format!("{}-primary", aref.name)),
-                    namespace: Some(ns.clone()),
-                    owner_references: canary.controller_owner_ref(&()).map(|o| vec![o]),
-                    ..Default::default()
-                },
-                spec: Some(spec),
-                status: None,
-            };
-            hpas.patch(&copy.name_any(), &apply_params(), &Patch::Apply(&copy))
-                .await
-                .map_err(|e| Error::Write("HorizontalPodAutoscaler", copy.name_any(), e))?;
+            if let Some(max) = replicas.max_replicas {
+                spec.max_replicas = max;
+            }
+        }
+        let copy = HorizontalPodAutoscaler {
+            metadata: ObjectMeta {
+                name: Some(format!("{}-primary", aref.name)),
+                namespace: Some(ns.clone()),
+                owner_references: canary.controller_owner_ref(&()).map(|o| vec![o]),
+                ..Default::default()
+            },
+            spec: Some(spec),
+            status: None,
+        };
+        if let Ok(copy) = serde_json::to_value(&copy) {
+            ctx.stores.apply(client, &ns, &[copy]).await?;
         }
     }
     Ok(())

@@ -3,10 +3,10 @@
 //! the configs targets use. A reconcile reads these instead of asking the API server,
 //! and compares what it would write with them, so that an idle Canary costs no request.
 //!
-//! Only what serin needs is kept: Deployments without their managed fields, Services,
-//! VirtualServices, DestinationRules, ConfigMaps and Secrets as metadata only (their
-//! content is read when their resourceVersion changes), HTTPRoutes whole (their status
-//! says whether the route is accepted).
+//! Only what serin needs is kept: Deployments and autoscalers without their managed
+//! fields; Services, VirtualServices, DestinationRules, ConfigMaps and Secrets as
+//! metadata only (a config's content is read when its resourceVersion changes);
+//! HTTPRoutes whole (their status says whether the route is accepted).
 //!
 //! Every cache is only an optimisation: a cache that has not synced yet is bypassed
 //! (the object is read from the API server), and a write is skipped only when the
@@ -20,6 +20,7 @@ use std::{
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::{
     apps::v1::Deployment,
+    autoscaling::v2::HorizontalPodAutoscaler,
     core::v1::{ConfigMap, Secret, Service},
 };
 use kube::{
@@ -67,6 +68,8 @@ pub struct Stores {
     pub services: Store<PartialObjectMeta<Service>>,
     pub configmaps: Store<PartialObjectMeta<ConfigMap>>,
     pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// Targets' autoscalers and their primary copies.
+    pub autoscalers: Store<HorizontalPodAutoscaler>,
     /// Keyed by `apiVersion/kind`.
     routes: HashMap<String, RouteStore>,
     /// The content of configs, with the resourceVersion it was read at.
@@ -178,6 +181,16 @@ impl Stores {
             .touched_objects()
             .boxed(),
         };
+        let (autoscalers, a_writer) = reflector::store();
+        tokio::spawn(drain(reflector::reflector(
+            a_writer,
+            watcher(
+                api::<HorizontalPodAutoscaler>(client, namespace),
+                config.clone(),
+            )
+            .default_backoff()
+            .modify(trim),
+        )));
         let mut routes = HashMap::new();
         for (api_version, kind, whole) in ROUTES {
             let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
@@ -216,6 +229,7 @@ impl Stores {
             services,
             configmaps,
             secrets,
+            autoscalers,
             routes,
             contents: Mutex::default(),
             applied: Applied::default(),
@@ -235,6 +249,23 @@ impl Stores {
             return Ok(found.map(Arc::unwrap_or_clone));
         }
         Api::<Deployment>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(super::Error::Read)
+    }
+
+    /// A HorizontalPodAutoscaler, from the cache once it has synced.
+    pub async fn autoscaler(
+        &self,
+        client: &Client,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<HorizontalPodAutoscaler>> {
+        if ready(&self.autoscalers) {
+            let found = self.autoscalers.get(&ObjectRef::new(name).within(ns));
+            return Ok(found.map(Arc::unwrap_or_clone));
+        }
+        Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns)
             .get_opt(name)
             .await
             .map_err(super::Error::Read)
@@ -342,6 +373,15 @@ impl Stores {
             }
             return self
                 .services
+                .get(&ObjectRef::new(name).within(ns))
+                .map(|s| s.metadata.clone());
+        }
+        if api_version == "autoscaling/v2" && kind == "HorizontalPodAutoscaler" {
+            if !ready(&self.autoscalers) {
+                return None;
+            }
+            return self
+                .autoscalers
                 .get(&ObjectRef::new(name).within(ns))
                 .map(|s| s.metadata.clone());
         }
