@@ -70,6 +70,8 @@ pub struct Report {
     pub peak_rss_mib: f64,
     pub cpu_seconds: f64,
     pub release_seconds: f64,
+    /// Releases rolled back (healthy releases: none expected).
+    pub failed: usize,
     pub release_requests: BTreeMap<String, usize>,
     pub idle_seconds: f64,
     pub idle_requests: BTreeMap<String, usize>,
@@ -130,7 +132,7 @@ impl Report {
         format!(
             "canaries: {}\n\
              controller RSS: {:.1} MiB (peak {:.1} MiB), CPU: {:.1} s\n\
-             releases: {:.0} s, API requests by verb: {}\n\
+             releases: {:.0} s ({} rolled back), API requests by verb: {}\n\
              write requests per release: {:.1}\n\
              idle {:.0} s, API requests by verb: {} ({} other than watches)\n\
              Prometheus queries/s during releases: {:.2}\n\
@@ -141,6 +143,7 @@ impl Report {
             self.peak_rss_mib,
             self.cpu_seconds,
             self.release_seconds,
+            self.failed,
             verbs(&self.release_requests),
             self.writes_per_release,
             self.idle_seconds,
@@ -260,7 +263,7 @@ fn deployment(name: &str, tag: &str) -> Value {
             "template": {
                 "metadata": {
                     "labels": {"app": name},
-                    "annotations": {"sim.serin.dev/error-rate": "0.001", "sim.serin.dev/latency-ms": "40"}
+                    "annotations": {"sim.serin.dev/error-rate": "0", "sim.serin.dev/latency-ms": "40"}
                 },
                 "spec": {"containers": [{"name": "app", "image": format!("ghcr.io/stefanprodan/podinfo:{tag}"), "ports": [{"containerPort": 9898}]}]}
             }
@@ -328,17 +331,18 @@ struct Seen {
     last: HashMap<String, (CanaryPhase, i32)>,
 }
 
+/// Waits until `n` Canaries are in one of `phases`.
 async fn wait_for(
     seen: &Arc<Mutex<Seen>>,
     n: usize,
-    phase: CanaryPhase,
+    phases: &[CanaryPhase],
     timeout: Duration,
 ) -> Result<()> {
     let started = Instant::now();
     loop {
         let count = {
             let seen = seen.lock().expect("lock");
-            seen.phases.values().filter(|p| **p == phase).count()
+            seen.phases.values().filter(|p| phases.contains(p)).count()
         };
         if count >= n {
             return Ok(());
@@ -346,7 +350,7 @@ async fn wait_for(
         if started.elapsed() > timeout {
             return Err(Error::Timeout(
                 timeout,
-                format!("{n} Canaries in {phase} ({count} are)"),
+                format!("{n} Canaries in {phases:?} ({count} are)"),
             ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -504,7 +508,7 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
         .collect();
     apply_all(client, ns, initial).await?;
     let timeout = Duration::from_secs(300 + n as u64);
-    wait_for(&seen, n, CanaryPhase::Initialized, timeout).await?;
+    wait_for(&seen, n, &[CanaryPhase::Initialized], timeout).await?;
     eprintln!(
         "[bench] {n} Canaries initialised after {:.0} s",
         started.elapsed().as_secs_f64()
@@ -539,10 +543,23 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
         .buffer_unordered(16)
         .try_collect::<Vec<_>>()
         .await?;
-    wait_for(&seen, n, CanaryPhase::Succeeded, timeout).await?;
+    wait_for(
+        &seen,
+        n,
+        &[CanaryPhase::Succeeded, CanaryPhase::Failed],
+        timeout,
+    )
+    .await?;
     let release_seconds = released.elapsed().as_secs_f64();
+    let failed = {
+        let seen = seen.lock().expect("lock");
+        seen.phases
+            .values()
+            .filter(|p| **p == CanaryPhase::Failed)
+            .count()
+    };
     let queries_after = prometheus_queries(&env.prometheus_url).await?;
-    eprintln!("[bench] {n} releases promoted after {release_seconds:.0} s");
+    eprintln!("[bench] {n} releases finished after {release_seconds:.0} s ({failed} rolled back)");
     // The last writes of a promotion (routes, scale-down) follow its status.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let release_requests = audit.requests(ns)?;
@@ -583,6 +600,7 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
         peak_rss_mib: proc_status(pid, "VmHWM:"),
         cpu_seconds: cpu_seconds(pid),
         release_seconds,
+        failed,
         writes_per_release: writes(&release_requests) as f64 / n as f64,
         release_requests,
         idle_seconds,
