@@ -182,15 +182,18 @@ impl Stores {
             .boxed(),
         };
         let (autoscalers, a_writer) = reflector::store();
-        tokio::spawn(drain(reflector::reflector(
-            a_writer,
-            watcher(
-                api::<HorizontalPodAutoscaler>(client, namespace),
-                config.clone(),
-            )
-            .default_backoff()
-            .modify(trim),
-        )));
+        tokio::spawn(drain(
+            "horizontalpodautoscalers".to_string(),
+            reflector::reflector(
+                a_writer,
+                watcher(
+                    api::<HorizontalPodAutoscaler>(client, namespace),
+                    config.clone(),
+                )
+                .default_backoff()
+                .modify(trim),
+            ),
+        ));
         let mut routes = HashMap::new();
         for (api_version, kind, whole) in ROUTES {
             let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
@@ -202,12 +205,15 @@ impl Stores {
             let store = if whole {
                 let writer = Writer::new(resource.clone());
                 let store = writer.as_reader();
-                tokio::spawn(drain(reflector::reflector(
-                    writer,
-                    watcher(dynamic, config.clone())
-                        .default_backoff()
-                        .modify(trim),
-                )));
+                tokio::spawn(drain(
+                    kind.to_string(),
+                    reflector::reflector(
+                        writer,
+                        watcher(dynamic, config.clone())
+                            .default_backoff()
+                            .modify(trim),
+                    ),
+                ));
                 RouteStore::Whole(store, resource)
             } else {
                 let meta: Api<PartialObjectMeta<DynamicObject>> = match namespace {
@@ -216,10 +222,10 @@ impl Stores {
                 };
                 let writer = Writer::new(resource.clone());
                 let store = writer.as_reader();
-                tokio::spawn(drain(reflector::reflector(
-                    writer,
-                    watcher(meta, config.clone()).default_backoff(),
-                )));
+                tokio::spawn(drain(
+                    kind.to_string(),
+                    reflector::reflector(writer, watcher(meta, config.clone()).default_backoff()),
+                ));
                 RouteStore::Meta(store, resource)
             };
             routes.insert(format!("{api_version}/{kind}"), store);
@@ -441,15 +447,24 @@ impl Stores {
     }
 }
 
-/// Polls a watch that only keeps a cache.
-async fn drain<S, T>(stream: S)
+/// Polls a watch that only keeps a cache. Its first failure is a warning (a missing
+/// permission or CRD: the objects are then read or written without the cache), the
+/// next ones are retried quietly.
+async fn drain<S, T>(what: String, stream: S)
 where
     S: Stream<Item = Result<T, watcher::Error>>,
 {
     let mut stream = std::pin::pin!(stream);
+    let mut warned = false;
     while let Some(event) = stream.next().await {
         if let Err(e) = event {
-            tracing::debug!(error = %e, "a route watch failed (is the CRD installed?)");
+            let error = super::chain(&e);
+            if warned {
+                tracing::debug!(watch = %what, error = %error, "watching failed");
+            } else {
+                tracing::warn!(watch = %what, error = %error, "watching failed; reading and writing without this cache");
+                warned = true;
+            }
         }
     }
 }
