@@ -21,7 +21,8 @@ step "building the tests"
 cargo test --no-run
 
 step "starting the local control plane and Prometheus"
-env_file=$(tests/e2e/cluster.sh up)
+# The audit log lets tests/e2e/idle.rs count the requests serin sends.
+env_file=$(SERIN_E2E_AUDIT_LOG=1 tests/e2e/cluster.sh up)
 cluster_dir=$(dirname "$env_file")
 trap 'step "stopping the local control plane"; tests/e2e/cluster.sh down "$cluster_dir"' EXIT
 # shellcheck disable=SC1090

@@ -85,6 +85,11 @@ struct RunArgs {
     /// Watch Canaries in this namespace only (default: all namespaces).
     #[arg(long, env = "SERIN_NAMESPACE")]
     namespace: Option<String>,
+    /// How many Canaries reconcile at once; the others wait their turn (each Canary
+    /// reconciles on its own, so a slow Prometheus or webhook holds only its own slot).
+    /// 0 is unbounded.
+    #[arg(long, env = "SERIN_CONCURRENCY", default_value_t = 64)]
+    concurrency: u16,
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(long, env = "SERIN_LISTEN", default_value = "0.0.0.0:8080")]
     listen: std::net::SocketAddr,
@@ -163,6 +168,27 @@ enum Bench {
         #[arg(long)]
         markdown: bool,
     },
+    /// N Deployments and Canaries on the local control plane (kwok), each released
+    /// once: the controller's memory, CPU and API requests, Prometheus queries,
+    /// detection and step lateness. Needs the environment of
+    /// `SERIN_E2E_AUDIT_LOG=1 tests/e2e/cluster.sh up`.
+    Scale {
+        /// How many Canaries.
+        #[arg(long, default_value_t = 100)]
+        canaries: usize,
+        /// The analysis interval of every Canary.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        interval: std::time::Duration,
+        /// How long the idle window after the releases lasts.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        idle: std::time::Duration,
+        /// Requests per second the simulator sends through each route.
+        #[arg(long, default_value_t = 20)]
+        rps: u64,
+        /// Print the markdown row of docs/benchmarks.md too.
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 fn init_logging(json: bool) {
@@ -186,7 +212,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     rustls::crypto::ring::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
-    let client = kube::Client::try_default().await?;
+    let client = serin::controller::client::client().await?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = serin::telemetry::Metrics::new(&mut registry);
     let notify_metrics = serin::notify::NotifyMetrics::new(
@@ -227,6 +253,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         default_provider: args.provider,
         namespace: args.namespace,
         notify,
+        concurrency: args.concurrency,
     };
     // The controller stops taking work on SIGTERM, but kube's graceful shutdown also
     // waits for every scheduled requeue (up to an interval away). Every step is
@@ -296,7 +323,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 async fn client() -> anyhow::Result<kube::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    Ok(kube::Client::try_default().await?)
+    Ok(serin::controller::client::client().await?)
 }
 
 async fn steer(command: Command) -> anyhow::Result<()> {
@@ -371,6 +398,31 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", decisions::render_markdown(&rows));
             } else {
                 print!("{}", decisions::render_text(&rows));
+            }
+        }
+        Command::Bench(Bench::Scale {
+            canaries,
+            interval,
+            idle,
+            rps,
+            markdown,
+        }) => {
+            use serin::bench::scale;
+            let config = scale::ScaleConfig {
+                canaries,
+                interval,
+                idle,
+                rps,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let report = runtime.block_on(scale::run(&config))?;
+            print!("{}", report.render_text());
+            if markdown {
+                println!("{}\n{}", scale::TABLE_HEADER, report.render_row());
             }
         }
         command => tokio::runtime::Builder::new_current_thread()

@@ -2,3 +2,4 @@
 
 pub mod decisions;
 pub mod rng;
+pub mod scale;

@@ -11,7 +11,7 @@ use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         autoscaling::v2::HorizontalPodAutoscaler,
-        core::v1::{ConfigMap, Secret, Service},
+        core::v1::{ConfigMap, Secret},
     },
 };
 use kube::{
@@ -142,44 +142,40 @@ async fn write_primary(
 
 /// The `-primary` and `-canary` Services and, with `autoscalerRef`, the primary's
 /// autoscaler. The apex Service, what users reach, belongs to the router.
-async fn write_services(client: &Client, canary: &Canary, target: &Deployment) -> Result<()> {
+async fn write_services(ctx: &Context, canary: &Canary, target: &Deployment) -> Result<()> {
+    let client = &ctx.client;
     let ns = canary.namespace().unwrap_or_default();
-    let api: Api<Service> = Api::namespaced(client.clone(), &ns);
-    for service in build_services(canary, target) {
-        api.patch(
-            &service.name_any(),
-            &apply_params(),
-            &Patch::Apply(&service),
-        )
-        .await
-        .map_err(|e| Error::Write("Service", service.name_any(), e))?;
-    }
-    if let Some(aref) = &canary.spec.autoscaler_ref {
-        let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
-        if let Some(hpa) = hpas.get_opt(&aref.name).await.map_err(Error::Read)? {
-            let mut spec = hpa.spec.clone().unwrap_or_default();
-            spec.scale_target_ref.name = canary.primary_name();
-            if let Some(replicas) = &aref.primary_scaler_replicas {
-                if let Some(min) = replicas.min_replicas {
-                    spec.min_replicas = Some(min);
-                }
-                if let Some(max) = replicas.max_replicas {
-                    spec.max_replicas = max;
-                }
+    // Written only where the cached Service does not hold them already.
+    let services: Vec<serde_json::Value> = build_services(canary, target)
+        .iter()
+        .filter_map(|s| serde_json::to_value(s).ok())
+        .collect();
+    ctx.stores.apply(client, &ns, &services).await?;
+    if let Some(aref) = &canary.spec.autoscaler_ref
+        && let Some(hpa) = ctx.stores.autoscaler(client, &ns, &aref.name).await?
+    {
+        let mut spec = hpa.spec.clone().unwrap_or_default();
+        spec.scale_target_ref.name = canary.primary_name();
+        if let Some(replicas) = &aref.primary_scaler_replicas {
+            if let Some(min) = replicas.min_replicas {
+                spec.min_replicas = Some(min);
             }
-            let copy = HorizontalPodAutoscaler {
-                metadata: ObjectMeta {
-                    name: Some(format!("{}-primary", aref.name)),
-                    namespace: Some(ns.clone()),
-                    owner_references: canary.controller_owner_ref(&()).map(|o| vec![o]),
-                    ..Default::default()
-                },
-                spec: Some(spec),
-                status: None,
-            };
-            hpas.patch(&copy.name_any(), &apply_params(), &Patch::Apply(&copy))
-                .await
-                .map_err(|e| Error::Write("HorizontalPodAutoscaler", copy.name_any(), e))?;
+            if let Some(max) = replicas.max_replicas {
+                spec.max_replicas = max;
+            }
+        }
+        let copy = HorizontalPodAutoscaler {
+            metadata: ObjectMeta {
+                name: Some(format!("{}-primary", aref.name)),
+                namespace: Some(ns.clone()),
+                owner_references: canary.controller_owner_ref(&()).map(|o| vec![o]),
+                ..Default::default()
+            },
+            spec: Some(spec),
+            status: None,
+        };
+        if let Ok(copy) = serde_json::to_value(&copy) {
+            ctx.stores.apply(client, &ns, &[copy]).await?;
         }
     }
     Ok(())
@@ -195,7 +191,7 @@ pub fn backends(target: &Deployment) -> Backends {
 
 /// The apex Service and the routes, sending `canary_weight` percent to the canary.
 pub async fn write_routes(
-    client: &Client,
+    ctx: &Context,
     canary: &Canary,
     target: &Deployment,
     canary_weight: u32,
@@ -209,7 +205,14 @@ pub async fn write_routes(
         &backends(target),
         Weights::with_canary(canary_weight).mirrored(mirror),
     );
-    router::apply(client, &canary.namespace().unwrap_or_default(), &objects).await?;
+    // Written only where the cached objects do not hold them already.
+    ctx.stores
+        .apply(
+            &ctx.client,
+            &canary.namespace().unwrap_or_default(),
+            &objects,
+        )
+        .await?;
     Ok(())
 }
 
@@ -317,9 +320,9 @@ pub async fn act(ctx: &Context, canary: &Canary, snapshot: &Snapshot, plan: &Pla
         match (step, target) {
             (Step::Status, _) => write_status(client, canary, &plan.status).await?,
             (Step::Primary(action), _) => write_primary(client, canary, snapshot, action).await?,
-            (Step::Services, Some(target)) => write_services(client, canary, target).await?,
+            (Step::Services, Some(target)) => write_services(ctx, canary, target).await?,
             (Step::Routes(weight), Some(target)) => {
-                write_routes(client, canary, target, weight, plan.mirror).await?
+                write_routes(ctx, canary, target, weight, plan.mirror).await?
             }
             (Step::ScaleTarget(replicas), _) => scale_target(client, canary, replicas).await?,
             (Step::Events, _) => {

@@ -2,9 +2,11 @@
 //! targets use, and reconciles each Canary by observe → plan → act.
 
 pub mod act;
+pub mod client;
 mod evidence;
 pub mod leader;
 pub mod observe;
+pub mod stores;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -12,15 +14,10 @@ use evidence::{call_webhooks, conformance, gather};
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    core::v1::{ConfigMap, Secret, Service},
-};
 use kube::{
     Api, Client, ResourceExt,
-    core::PartialObjectMeta,
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         controller::Action,
         finalizer::{Event as Finalizer, finalizer},
         reflector::{ObjectRef, Store},
@@ -118,6 +115,8 @@ pub struct Config {
     pub namespace: Option<String>,
     /// The default alert provider, retries and the notification series.
     pub notify: crate::notify::Settings,
+    /// How many Canaries reconcile at once (`--concurrency`); 0 is unbounded.
+    pub concurrency: u16,
 }
 
 pub struct Context {
@@ -126,6 +125,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Delivers the notifications recorded in status, off the reconcile's path.
     pub notifier: Arc<crate::notify::Dispatcher>,
+    /// What reconciles read and compare their writes with.
+    pub stores: Arc<stores::Stores>,
 }
 
 #[instrument(skip(canary, ctx), fields(canary = %canary.name_any(), namespace = canary.namespace().unwrap_or_default()))]
@@ -204,11 +205,11 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
-    let mut snapshot = observe::observe(&ctx.client, canary).await?;
+    let mut snapshot = observe::observe(&ctx.client, &ctx.stores, canary).await?;
     let now = Timestamp::now();
     // A Gateway API route takes effect once its parents accept it; until then the
     // checks would judge a split that is not served, and no step is taken.
-    let route_acceptance = observe::route_acceptance(&ctx.client, canary).await?;
+    let route_acceptance = observe::route_acceptance(&ctx.client, &ctx.stores, canary).await?;
     let held = matches!(route_acceptance, Some(Err(_)));
     let needs = plan::needs(canary, &snapshot.observed, now);
     // The tests of the revision under analysis, or just promoted.
@@ -354,7 +355,7 @@ async fn cleanup(canary: &Canary, ctx: &Context) -> Result<Action> {
     if !canary.spec.revert_on_deletion {
         return Ok(Action::await_change());
     }
-    let snapshot = observe::observe(&ctx.client, canary).await?;
+    let snapshot = observe::observe(&ctx.client, &ctx.stores, canary).await?;
     let Some(target) = &snapshot.target else {
         return Ok(Action::await_change());
     };
@@ -436,7 +437,7 @@ fn canaries_tracking(
         .collect()
 }
 
-fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+pub(crate) fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {
@@ -452,13 +453,17 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readin
     let ns = config.namespace.clone();
     let canaries: Api<Canary> = api(&client, &ns);
     let notifier = crate::notify::Dispatcher::new(client.clone(), config.notify.clone());
+    let (stores, watches) = stores::Stores::new(&client, &ns);
+    let concurrency = config.concurrency;
     let ctx = Arc::new(Context {
         client: client.clone(),
         config,
         metrics: metrics.clone(),
         notifier,
+        stores,
     });
-    let controller = Controller::new(canaries, watcher::Config::default().any_semantic());
+    let controller = Controller::new(canaries, watcher::Config::default().any_semantic())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let store = controller.store();
     let synced = store.clone();
     tokio::spawn(async move {
@@ -480,34 +485,20 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readin
     let (targets, cms, secrets) = (store.clone(), store.clone(), store.clone());
     info!(namespace = ?ns, "serin controller starting");
     controller
-        .owns(api::<Service>(&client, &ns), watcher::Config::default())
+        .owns_stream(watches.services)
         .owns(
             api::<k8s_openapi::api::batch::v1::Job>(&client, &ns),
             watcher::Config::default().labels(gates::jobs::CANARY_LABEL),
         )
-        .watches(
-            api::<Deployment>(&client, &ns),
-            watcher::Config::default(),
-            move |d| canaries_targeting(&targets, d.namespace(), &d.name_any()),
-        )
-        .watches_stream(
-            watcher(
-                api::<PartialObjectMeta<ConfigMap>>(&client, &ns),
-                watcher::Config::default(),
-            )
-            .touched_objects(),
-            move |m| canaries_tracking(&cms, m.namespace(), &format!("configmap/{}", m.name_any())),
-        )
-        .watches_stream(
-            watcher(
-                api::<PartialObjectMeta<Secret>>(&client, &ns),
-                watcher::Config::default(),
-            )
-            .touched_objects(),
-            move |m| {
-                canaries_tracking(&secrets, m.namespace(), &format!("secret/{}", m.name_any()))
-            },
-        )
+        .watches_stream(watches.deployments, move |d| {
+            canaries_targeting(&targets, d.namespace(), &d.name_any())
+        })
+        .watches_stream(watches.configmaps, move |m| {
+            canaries_tracking(&cms, m.namespace(), &format!("configmap/{}", m.name_any()))
+        })
+        .watches_stream(watches.secrets, move |m| {
+            canaries_tracking(&secrets, m.namespace(), &format!("secret/{}", m.name_any()))
+        })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

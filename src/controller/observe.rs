@@ -7,13 +7,9 @@ use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Secret},
 };
-use kube::{
-    Api, Client, ResourceExt,
-    api::DynamicObject,
-    core::{ApiResource, GroupVersionKind},
-};
+use kube::{Client, ResourceExt};
 
-use super::{Error, Result};
+use super::{Result, stores::Stores};
 use crate::api::{Canary, canary::annotations};
 use crate::rollout::plan::{Gates, Observed, Primary, Target};
 use crate::workloads::{
@@ -56,6 +52,7 @@ fn tracking_disabled(annotations: &BTreeMap<String, String>) -> bool {
 
 async fn read_configs(
     client: &Client,
+    stores: &Stores,
     ns: &str,
     target: &Deployment,
 ) -> Result<BTreeMap<ConfigRef, ConfigData>> {
@@ -67,20 +64,14 @@ async fn read_configs(
         // A config that does not exist (yet) is not tracked: the target itself will not
         // become ready without it, and the deadline reports that.
         let data = match config.kind {
-            ConfigKind::ConfigMap => {
-                let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-                api.get_opt(&config.name)
-                    .await
-                    .map_err(Error::Read)?
-                    .map(ConfigData::ConfigMap)
-            }
-            ConfigKind::Secret => {
-                let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-                api.get_opt(&config.name)
-                    .await
-                    .map_err(Error::Read)?
-                    .map(ConfigData::Secret)
-            }
+            ConfigKind::ConfigMap => stores
+                .config::<ConfigMap>(client, ns, &config.name)
+                .await?
+                .map(ConfigData::ConfigMap),
+            ConfigKind::Secret => stores
+                .config::<Secret>(client, ns, &config.name)
+                .await?
+                .map(ConfigData::Secret),
         };
         let Some(data) = data else { continue };
         let annotations = match &data {
@@ -156,19 +147,17 @@ fn images(d: &Deployment) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub async fn observe(client: &Client, canary: &Canary) -> Result<Snapshot> {
+/// Reads what a reconcile needs, from the caches once they have synced.
+pub async fn observe(client: &Client, stores: &Stores, canary: &Canary) -> Result<Snapshot> {
     let ns = canary.namespace().unwrap_or_default();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let target = deployments
-        .get_opt(&canary.spec.target_ref.name)
-        .await
-        .map_err(Error::Read)?;
-    let primary = deployments
-        .get_opt(&canary.primary_name())
-        .await
-        .map_err(Error::Read)?;
+    let target = stores
+        .deployment(client, &ns, &canary.spec.target_ref.name)
+        .await?;
+    let primary = stores
+        .deployment(client, &ns, &canary.primary_name())
+        .await?;
     let configs = match &target {
-        Some(t) => read_configs(client, &ns, t).await?,
+        Some(t) => read_configs(client, stores, &ns, t).await?,
         None => BTreeMap::new(),
     };
     let analysis = &canary.spec.analysis;
@@ -215,21 +204,21 @@ pub async fn observe(client: &Client, canary: &Canary) -> Result<Snapshot> {
 /// (`Err` says why not); `None` for other providers or before the route exists.
 pub async fn route_acceptance(
     client: &Client,
+    stores: &Stores,
     canary: &Canary,
 ) -> Result<Option<std::result::Result<(), String>>> {
     if !canary.provider().uses_gateway_api() {
         return Ok(None);
     }
-    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        &canary.namespace().unwrap_or_default(),
-        &ApiResource::from_gvk(&gvk),
-    );
-    let route = api
-        .get_opt(canary.service_name())
-        .await
-        .map_err(Error::Read)?;
+    let route = stores
+        .route(
+            client,
+            &canary.namespace().unwrap_or_default(),
+            crate::router::gatewayapi::API_VERSION,
+            "HTTPRoute",
+            canary.service_name(),
+        )
+        .await?;
     Ok(route.map(|r| {
         let value = serde_json::to_value(&r).unwrap_or_default();
         crate::router::gatewayapi::acceptance(&value)

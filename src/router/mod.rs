@@ -117,7 +117,8 @@ pub fn apex_service(canary: &Canary, selector: &BTreeMap<String, String>, owned:
     serde_json::to_value(service).unwrap_or_default()
 }
 
-fn resource_of(object: &Value) -> Option<(ApiResource, String, String)> {
+/// The resource, kind and name of an object to apply.
+pub fn resource_of(object: &Value) -> Option<(ApiResource, String, String)> {
     let api_version = object["apiVersion"].as_str()?;
     let kind = object["kind"].as_str()?;
     let name = object["metadata"]["name"].as_str()?;

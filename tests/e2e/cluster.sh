@@ -148,8 +148,8 @@ metadata:
     kubernetes.io/os: linux
     kubernetes.io/arch: amd64
 status:
-  allocatable: {cpu: "64", memory: 256Gi, pods: "250"}
-  capacity: {cpu: "64", memory: 256Gi, pods: "250"}
+  allocatable: {cpu: "640", memory: 2560Gi, pods: "5000"}
+  capacity: {cpu: "640", memory: 2560Gi, pods: "5000"}
 EOF
   done
 }
@@ -200,6 +200,20 @@ cmd_up() {
 
   log "starting kube-apiserver on 127.0.0.1:$apiserver_port"
   local pki=$dir/pki
+  # SERIN_E2E_AUDIT_LOG=1: the API server logs every request (verb, resource, user
+  # agent) to DIR/audit.log, for the tests and benchmarks that count serin's requests.
+  local audit=()
+  if [ -n "${SERIN_E2E_AUDIT_LOG:-}" ] && [ "${SERIN_E2E_AUDIT_LOG}" != 0 ]; then
+    cat >"$dir/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+EOF
+    audit=(--audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/audit.log"
+      --audit-log-format json --audit-log-maxsize 1024 --audit-log-mode blocking)
+  fi
   start kube-apiserver "$bins/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$apiserver_port" \
@@ -207,12 +221,12 @@ cmd_up() {
     --client-ca-file "$pki/ca.crt" \
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
-    --service-cluster-ip-range 10.0.0.0/24 \
+    --service-cluster-ip-range 10.0.0.0/16 \
     --authorization-mode Node,RBAC \
     --disable-admission-plugins ServiceAccount \
     --allow-privileged \
     --enable-priority-and-fairness=false \
-    --event-ttl 1h
+    --event-ttl 1h "${audit[@]}"
   wait_for kube-apiserver 90 apiserver_ready
   write_kubeconfig
   local kubeconfig=$dir/kubeconfig
@@ -234,7 +248,7 @@ cmd_up() {
     --manage-nodes-with-label-selector "" \
     --disregard-status-with-annotation-selector kwok.x-k8s.io/status=custom \
     --disregard-status-with-label-selector "" \
-    --cidr 10.0.0.1/24 --node-ip 10.0.0.1 \
+    --cidr 10.1.0.1/16 --node-ip 10.0.0.1 \
     --config "$here/kwok-stages.yaml" \
     --server-address "127.0.0.1:$kwok_port"
   wait_for kube-controller-manager 60 curl -fsSk "https://127.0.0.1:$cm_port/healthz"
@@ -297,6 +311,9 @@ export SERIN_PROMETHEUS_URL=http://127.0.0.1:$prometheus_port
 export SERIN_PROMETHEUS_TARGETS=$dir/prometheus/targets
 export PATH=$bins:\$PATH
 EOF
+  if [ ${#audit[@]} -gt 0 ]; then
+    echo "export SERIN_E2E_AUDIT_LOG=$dir/audit.log" >>"$dir/env"
+  fi
   trap - ERR
   log "control plane and Prometheus ready in $(($(date +%s) - t_start))s (dir $dir)"
   echo "$dir/env"

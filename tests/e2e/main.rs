@@ -13,6 +13,7 @@ mod gates;
 mod gatewayapi;
 mod gitops;
 mod harness;
+mod idle;
 mod install;
 mod lifecycle;
 mod notify;

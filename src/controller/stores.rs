@@ -1,0 +1,602 @@
+//! Caches of what serin reads on every reconcile, kept by the watches serin runs
+//! anyway: targets and primaries, the Services it owns, its routes and the metadata of
+//! the configs targets use. A reconcile reads these instead of asking the API server,
+//! and compares what it would write with them, so that an idle Canary costs no request.
+//!
+//! Only what serin needs is kept: Deployments and autoscalers without their managed
+//! fields; Services, VirtualServices, DestinationRules, ConfigMaps and Secrets as
+//! metadata only (a config's content is read when its resourceVersion changes);
+//! HTTPRoutes whole (their status says whether the route is accepted).
+//!
+//! Every cache is only an optimisation: a cache that has not synced yet is bypassed
+//! (the object is read from the API server), and a write is skipped only when the
+//! cached object carries the hash of exactly what would be written (see [`Applied`]).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    autoscaling::v2::HorizontalPodAutoscaler,
+    core::v1::{ConfigMap, Secret, Service},
+};
+use kube::{
+    Api, Client, Resource,
+    api::{DynamicObject, Patch, PatchParams},
+    core::{ApiResource, GroupVersionKind, PartialObjectMeta},
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, ObjectRef, Store, store::Writer},
+        watcher,
+    },
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::Result;
+use crate::router::FIELD_MANAGER;
+
+/// The annotation that carries the hash of what serin last applied to an object.
+pub const APPLIED_ANNOTATION: &str = "serin.dev/applied";
+
+/// The routes serin writes and caches: (apiVersion, kind, whole object).
+const ROUTES: [(&str, &str, bool); 3] = [
+    ("networking.istio.io/v1", "VirtualService", false),
+    ("networking.istio.io/v1", "DestinationRule", false),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute", true),
+];
+
+/// What this process last applied to an object.
+#[derive(Clone, Debug, PartialEq)]
+enum Record {
+    /// A write was sent and its outcome is unknown (it failed, or is in flight): the
+    /// object may hold it or not, so the cache decides nothing until the next write.
+    Unknown,
+    /// The write of `hash` succeeded and left the object at `resource_version`.
+    Applied {
+        hash: String,
+        resource_version: Option<String>,
+    },
+}
+
+/// The caches, shared by every reconcile.
+pub struct Stores {
+    pub deployments: Store<Deployment>,
+    pub services: Store<PartialObjectMeta<Service>>,
+    pub configmaps: Store<PartialObjectMeta<ConfigMap>>,
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// Targets' autoscalers and their primary copies.
+    pub autoscalers: Store<HorizontalPodAutoscaler>,
+    /// Keyed by `apiVersion/kind`.
+    routes: HashMap<String, RouteStore>,
+    /// The content of configs, with the resourceVersion it was read at.
+    contents: Mutex<HashMap<String, (String, Value)>>,
+    applied: Applied,
+}
+
+enum RouteStore {
+    Meta(Store<PartialObjectMeta<DynamicObject>>, ApiResource),
+    Whole(Store<DynamicObject>, ApiResource),
+}
+
+/// The watches that keep [`Stores`]: the ones that wake Canaries are handed to the
+/// controller; the routes' run on their own task.
+pub struct Watches<D, S, C, X> {
+    pub deployments: D,
+    pub services: S,
+    pub configmaps: C,
+    pub secrets: X,
+}
+
+fn ready<K: kube::runtime::reflector::Lookup + Clone + 'static>(store: &Store<K>) -> bool
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store
+        .wait_until_ready()
+        .now_or_never()
+        .is_some_and(|r| r.is_ok())
+}
+
+/// Drops what serin never reads: managed fields and the last-applied annotation.
+fn trim<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+type Watched<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
+
+fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    super::api(client, namespace)
+}
+
+impl Stores {
+    /// The caches and the watches that fill them (`namespace`: only that one). Route
+    /// watches run on a task of their own; a route kind whose CRD is not installed is
+    /// retried with backoff and never cached.
+    #[allow(clippy::type_complexity)]
+    pub fn new(
+        client: &Client,
+        namespace: &Option<String>,
+    ) -> (
+        Arc<Stores>,
+        Watches<
+            Watched<Deployment>,
+            Watched<PartialObjectMeta<Service>>,
+            Watched<PartialObjectMeta<ConfigMap>>,
+            Watched<PartialObjectMeta<Secret>>,
+        >,
+    ) {
+        let config = watcher::Config::default().any_semantic();
+        let (deployments, d_writer) = reflector::store();
+        let (services, s_writer) = reflector::store();
+        let (configmaps, c_writer) = reflector::store();
+        let (secrets, x_writer) = reflector::store();
+        let watches = Watches {
+            deployments: reflector::reflector(
+                d_writer,
+                watcher(api::<Deployment>(client, namespace), config.clone())
+                    .default_backoff()
+                    .modify(trim),
+            )
+            .touched_objects()
+            .boxed(),
+            services: reflector::reflector(
+                s_writer,
+                watcher(
+                    api::<PartialObjectMeta<Service>>(client, namespace),
+                    config.clone(),
+                )
+                .default_backoff(),
+            )
+            .touched_objects()
+            .boxed(),
+            configmaps: reflector::reflector(
+                c_writer,
+                watcher(
+                    api::<PartialObjectMeta<ConfigMap>>(client, namespace),
+                    config.clone(),
+                )
+                .default_backoff(),
+            )
+            .touched_objects()
+            .boxed(),
+            secrets: reflector::reflector(
+                x_writer,
+                watcher(
+                    api::<PartialObjectMeta<Secret>>(client, namespace),
+                    config.clone(),
+                )
+                .default_backoff(),
+            )
+            .touched_objects()
+            .boxed(),
+        };
+        let (autoscalers, a_writer) = reflector::store();
+        tokio::spawn(drain(
+            "horizontalpodautoscalers".to_string(),
+            reflector::reflector(
+                a_writer,
+                watcher(
+                    api::<HorizontalPodAutoscaler>(client, namespace),
+                    config.clone(),
+                )
+                .default_backoff()
+                .modify(trim),
+            ),
+        ));
+        let mut routes = HashMap::new();
+        for (api_version, kind, whole) in ROUTES {
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+            let dynamic: Api<DynamicObject> = match namespace {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+                None => Api::all_with(client.clone(), &resource),
+            };
+            let store = if whole {
+                let writer = Writer::new(resource.clone());
+                let store = writer.as_reader();
+                tokio::spawn(drain(
+                    kind.to_string(),
+                    reflector::reflector(
+                        writer,
+                        watcher(dynamic, config.clone())
+                            .default_backoff()
+                            .modify(trim),
+                    ),
+                ));
+                RouteStore::Whole(store, resource)
+            } else {
+                let meta: Api<PartialObjectMeta<DynamicObject>> = match namespace {
+                    Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+                    None => Api::all_with(client.clone(), &resource),
+                };
+                let writer = Writer::new(resource.clone());
+                let store = writer.as_reader();
+                tokio::spawn(drain(
+                    kind.to_string(),
+                    reflector::reflector(writer, watcher(meta, config.clone()).default_backoff()),
+                ));
+                RouteStore::Meta(store, resource)
+            };
+            routes.insert(format!("{api_version}/{kind}"), store);
+        }
+        let stores = Stores {
+            deployments,
+            services,
+            configmaps,
+            secrets,
+            autoscalers,
+            routes,
+            contents: Mutex::default(),
+            applied: Applied::default(),
+        };
+        (Arc::new(stores), watches)
+    }
+
+    /// A Deployment, from the cache once it has synced.
+    pub async fn deployment(
+        &self,
+        client: &Client,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<Deployment>> {
+        if ready(&self.deployments) {
+            let found = self.deployments.get(&ObjectRef::new(name).within(ns));
+            return Ok(found.map(Arc::unwrap_or_clone));
+        }
+        Api::<Deployment>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(super::Error::Read)
+    }
+
+    /// A HorizontalPodAutoscaler, from the cache once it has synced.
+    pub async fn autoscaler(
+        &self,
+        client: &Client,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<HorizontalPodAutoscaler>> {
+        if ready(&self.autoscalers) {
+            let found = self.autoscalers.get(&ObjectRef::new(name).within(ns));
+            return Ok(found.map(Arc::unwrap_or_clone));
+        }
+        Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(super::Error::Read)
+    }
+
+    /// A ConfigMap or Secret: its content is read from the API server only when the
+    /// cached metadata shows a resourceVersion not read before.
+    pub async fn config<K>(&self, client: &Client, ns: &str, name: &str) -> Result<Option<K>>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let kind = K::kind(&());
+        let meta = match kind.as_ref() {
+            "ConfigMap" if ready(&self.configmaps) => Some(
+                self.configmaps
+                    .get(&ObjectRef::new(name).within(ns))
+                    .map(|m| m.metadata.clone()),
+            ),
+            "Secret" if ready(&self.secrets) => Some(
+                self.secrets
+                    .get(&ObjectRef::new(name).within(ns))
+                    .map(|m| m.metadata.clone()),
+            ),
+            _ => None,
+        };
+        let key = format!("{kind}/{ns}/{name}");
+        match &meta {
+            Some(None) => {
+                self.contents.lock().expect("lock").remove(&key);
+                return Ok(None);
+            }
+            Some(Some(m)) => {
+                let cached = self.contents.lock().expect("lock").get(&key).cloned();
+                if let Some((rv, value)) = cached
+                    && m.resource_version.as_deref() == Some(rv.as_str())
+                    && let Ok(object) = serde_json::from_value::<K>(value)
+                {
+                    return Ok(Some(object));
+                }
+            }
+            None => {}
+        }
+        let read = Api::<K>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(super::Error::Read)?;
+        if let Some(object) = &read
+            && let Some(rv) = object.meta().resource_version.clone()
+        {
+            let mut trimmed = object.clone();
+            trim(&mut trimmed);
+            let Ok(value) = serde_json::to_value(trimmed) else {
+                return Ok(read);
+            };
+            self.contents.lock().expect("lock").insert(key, (rv, value));
+        }
+        Ok(read)
+    }
+
+    /// A route, whole, from the cache once it has synced (HTTPRoutes only).
+    pub async fn route(
+        &self,
+        client: &Client,
+        ns: &str,
+        api_version: &str,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<DynamicObject>> {
+        if let Some(RouteStore::Whole(store, resource)) =
+            self.routes.get(&format!("{api_version}/{kind}"))
+        {
+            if ready(store) {
+                let found = store.get(&ObjectRef::new_with(name, resource.clone()).within(ns));
+                return Ok(found.map(Arc::unwrap_or_clone));
+            }
+            return Api::<DynamicObject>::namespaced_with(client.clone(), ns, resource)
+                .get_opt(name)
+                .await
+                .map_err(super::Error::Read);
+        }
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource)
+            .get_opt(name)
+            .await
+            .map_err(super::Error::Read)
+    }
+
+    /// The cached annotations and resourceVersion of an object serin writes, `None`
+    /// when it is not cached (absent, or the cache has not synced).
+    fn live(
+        &self,
+        ns: &str,
+        api_version: &str,
+        kind: &str,
+        name: &str,
+    ) -> Option<kube::api::ObjectMeta> {
+        if api_version == "v1" && kind == "Service" {
+            if !ready(&self.services) {
+                return None;
+            }
+            return self
+                .services
+                .get(&ObjectRef::new(name).within(ns))
+                .map(|s| s.metadata.clone());
+        }
+        if api_version == "autoscaling/v2" && kind == "HorizontalPodAutoscaler" {
+            if !ready(&self.autoscalers) {
+                return None;
+            }
+            return self
+                .autoscalers
+                .get(&ObjectRef::new(name).within(ns))
+                .map(|s| s.metadata.clone());
+        }
+        match self.routes.get(&format!("{api_version}/{kind}"))? {
+            RouteStore::Meta(store, resource) => {
+                if !ready(store) {
+                    return None;
+                }
+                store
+                    .get(&ObjectRef::new_with(name, resource.clone()).within(ns))
+                    .map(|o| o.metadata.clone())
+            }
+            RouteStore::Whole(store, resource) => {
+                if !ready(store) {
+                    return None;
+                }
+                store
+                    .get(&ObjectRef::new_with(name, resource.clone()).within(ns))
+                    .map(|o| o.metadata.clone())
+            }
+        }
+    }
+
+    /// Server-side applies `objects` into `ns`, in order, skipping each one whose
+    /// cached copy already carries exactly what would be written.
+    pub async fn apply(&self, client: &Client, ns: &str, objects: &[Value]) -> Result<usize> {
+        let mut written = 0;
+        for object in objects {
+            let (resource, kind, name) = crate::router::resource_of(object)
+                .ok_or_else(|| crate::router::Error::Invalid(object.to_string()))?;
+            let api_version = object["apiVersion"].as_str().unwrap_or_default();
+            let (stamped, hash) = stamp(object);
+            let key = format!("{api_version}/{kind}/{ns}/{name}");
+            let live = self.live(ns, api_version, &kind, &name);
+            if self.applied.unchanged(&key, &hash, live.as_ref()) {
+                continue;
+            }
+            self.applied.begin(&key);
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+            let result = api
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&stamped),
+                )
+                .await
+                .map_err(|source| crate::router::Error::Apply {
+                    kind: kind.clone(),
+                    name: name.clone(),
+                    source,
+                })?;
+            self.applied
+                .done(&key, hash, result.metadata.resource_version.clone());
+            written += 1;
+        }
+        Ok(written)
+    }
+}
+
+/// Polls a watch that only keeps a cache. Its first failure is a warning (a missing
+/// permission or CRD: the objects are then read or written without the cache), the
+/// next ones are retried quietly.
+async fn drain<S, T>(what: String, stream: S)
+where
+    S: Stream<Item = Result<T, watcher::Error>>,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut warned = false;
+    while let Some(event) = stream.next().await {
+        if let Err(e) = event {
+            let error = super::chain(&e);
+            if warned {
+                tracing::debug!(watch = %what, error = %error, "watching failed");
+            } else {
+                tracing::warn!(watch = %what, error = %error, "watching failed; reading and writing without this cache");
+                warned = true;
+            }
+        }
+    }
+}
+
+/// `object` with [`APPLIED_ANNOTATION`] set to the hash of the rest of it, and the hash.
+pub fn stamp(object: &Value) -> (Value, String) {
+    let mut bare = object.clone();
+    if let Some(m) = bare.get_mut("metadata").and_then(Value::as_object_mut)
+        && let Some(a) = m.get_mut("annotations").and_then(Value::as_object_mut)
+    {
+        a.remove(APPLIED_ANNOTATION);
+        if a.is_empty() {
+            m.remove("annotations");
+        }
+    }
+    // serde_json's maps are ordered: the same object always serialises the same way.
+    let digest = Sha256::digest(bare.to_string().as_bytes());
+    let hash = hex::encode(digest)[..20].to_string();
+    let mut stamped = bare;
+    if !stamped["metadata"]["annotations"].is_object() {
+        stamped["metadata"]["annotations"] = Value::Object(Default::default());
+    }
+    stamped["metadata"]["annotations"][APPLIED_ANNOTATION] = Value::String(hash.clone());
+    (stamped, hash)
+}
+
+/// What this process applied, so that a cache that lags behind its own writes never
+/// makes it skip a write.
+#[derive(Default)]
+struct Applied(Mutex<HashMap<String, Record>>);
+
+impl Applied {
+    /// Whether writing `hash` would change nothing: the cached object carries `hash`,
+    /// and, if this process wrote the object, its last write was that hash, it
+    /// succeeded, and nobody has written the object since (same resourceVersion).
+    fn unchanged(&self, key: &str, hash: &str, live: Option<&kube::api::ObjectMeta>) -> bool {
+        let Some(live) = live else { return false };
+        if live.deletion_timestamp.is_some()
+            || live
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(APPLIED_ANNOTATION))
+                .map(String::as_str)
+                != Some(hash)
+        {
+            return false;
+        }
+        match self.0.lock().expect("lock").get(key) {
+            None => true,
+            Some(Record::Unknown) => false,
+            Some(Record::Applied {
+                hash: applied,
+                resource_version,
+            }) => applied == hash && *resource_version == live.resource_version,
+        }
+    }
+
+    fn begin(&self, key: &str) {
+        self.0
+            .lock()
+            .expect("lock")
+            .insert(key.to_string(), Record::Unknown);
+    }
+
+    fn done(&self, key: &str, hash: String, resource_version: Option<String>) {
+        self.0.lock().expect("lock").insert(
+            key.to_string(),
+            Record::Applied {
+                hash,
+                resource_version,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::ObjectMeta;
+    use serde_json::json;
+
+    fn live(hash: &str, rv: &str) -> ObjectMeta {
+        ObjectMeta {
+            annotations: Some([(APPLIED_ANNOTATION.to_string(), hash.to_string())].into()),
+            resource_version: Some(rv.to_string()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_stamp_is_the_hash_of_the_object_without_it() {
+        let object = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}, "spec": {"ports": [{"port": 80}]}});
+        let (stamped, hash) = stamp(&object);
+        assert_eq!(stamped["metadata"]["annotations"][APPLIED_ANNOTATION], hash);
+        let (again, same) = stamp(&stamped);
+        assert_eq!((again, same), (stamped, hash.clone()));
+        let other = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}, "spec": {"ports": [{"port": 81}]}});
+        assert_ne!(stamp(&other).1, hash);
+    }
+
+    #[test]
+    fn an_object_is_written_unless_its_cached_copy_carries_the_same_hash() {
+        let applied = Applied::default();
+        assert!(!applied.unchanged("k", "h1", None), "absent: written");
+        assert!(!applied.unchanged("k", "h1", Some(&live("h0", "1"))));
+        // After a restart, the annotation alone says the object holds it.
+        assert!(applied.unchanged("k", "h1", Some(&live("h1", "1"))));
+        let mut deleting = live("h1", "1");
+        deleting.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::now(),
+        ));
+        assert!(!applied.unchanged("k", "h1", Some(&deleting)));
+    }
+
+    #[test]
+    fn a_cache_that_lags_behind_this_process_writes_never_skips_a_write() {
+        let applied = Applied::default();
+        // h0 is cached; this process writes h1, and the cache has not seen it yet.
+        applied.begin("k");
+        applied.done("k", "h1".into(), Some("2".into()));
+        // Going back to h0 must be written although the (stale) cache shows h0.
+        assert!(!applied.unchanged("k", "h0", Some(&live("h0", "1"))));
+        // Once the cache shows this process's write, it is not repeated.
+        assert!(applied.unchanged("k", "h1", Some(&live("h1", "2"))));
+        // Somebody else wrote the object since: written again.
+        assert!(!applied.unchanged("k", "h1", Some(&live("h1", "3"))));
+    }
+
+    #[test]
+    fn a_write_whose_outcome_is_unknown_is_never_skipped() {
+        let applied = Applied::default();
+        applied.begin("k");
+        assert!(!applied.unchanged("k", "h1", Some(&live("h1", "1"))));
+    }
+}
