@@ -33,6 +33,9 @@ struct Args {
     /// The share of the users that are tagged, between 0 and 1.
     #[arg(long, default_value_t = 0.0)]
     tagged_share: f64,
+    /// While this file exists, no request is sent (tests pause the users with it).
+    #[arg(long)]
+    pause_file: Option<PathBuf>,
     /// A Prometheus file_sd directory to register this endpoint in.
     #[arg(long, env = "SERIN_PROMETHEUS_TARGETS")]
     targets_dir: Option<PathBuf>,
@@ -68,7 +71,15 @@ async fn main() -> anyhow::Result<()> {
         cookie: args.user_cookie,
         tagged_share: args.tagged_share,
     };
-    let traffic = run_traffic(client, args.namespace, args.rps, metrics, args.seed, users);
+    let traffic = run_traffic(
+        client,
+        args.namespace,
+        args.rps,
+        metrics,
+        args.seed,
+        users,
+        args.pause_file,
+    );
     let server = axum::serve(listener, app);
     tokio::select! {
         _ = traffic => {}

@@ -747,6 +747,7 @@ pub async fn run_traffic(
     metrics: Metrics,
     seed: u64,
     config: UserConfig,
+    pause_file: Option<std::path::PathBuf>,
 ) {
     let mut rng = Rng::new(seed);
     // Who gets which destination is drawn from its own sequence, so that the errors and
@@ -756,6 +757,13 @@ pub async fn run_traffic(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
+        // While the pause file exists the users send nothing: a test changes the world
+        // between two rounds (say, makes pods unready) and lets the controller react
+        // before the users look again, so the invariants judge the controller's
+        // decisions, not how fast the machine runs it.
+        if pause_file.as_deref().is_some_and(std::path::Path::exists) {
+            continue;
+        }
         match routes(&client, namespace.as_deref()).await {
             Ok(routes) => {
                 crowds.retain(|key, _| routes.iter().any(|r| &r.key == key));

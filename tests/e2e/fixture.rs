@@ -111,6 +111,7 @@ impl Rollout {
     pub fn start_with_sim_args(client: Client, ns: &str, rps: u32, sim_args: &[&str]) -> Rollout {
         let env = Env::get();
         let rps = rps.to_string();
+        let pause = pause_file(&env, ns);
         let mut args = vec![
             "--namespace",
             ns,
@@ -118,6 +119,8 @@ impl Rollout {
             &rps,
             "--targets-dir",
             env.prometheus_targets.to_str().unwrap(),
+            "--pause-file",
+            pause.to_str().unwrap(),
         ];
         args.extend_from_slice(sim_args);
         let sim = spawn(
@@ -428,6 +431,11 @@ impl Rollout {
     }
 }
 
+/// The file whose existence pauses the simulated users of namespace `ns`.
+fn pause_file(env: &Env, ns: &str) -> std::path::PathBuf {
+    env.dir.join(format!("sim-paused-{ns}"))
+}
+
 /// The podinfo Deployment; `config` mounts that ConfigMap.
 pub fn podinfo(tag: &str, error_rate: f64, latency_ms: f64, config: Option<&str>) -> Value {
     let mut d = json!({
@@ -674,20 +682,25 @@ impl Rollout {
         );
     }
 
-    /// Returns just after the simulator's next round of requests. The simulator reads the
-    /// routes and the Deployments once a second; a change made right after a round gives
-    /// the controller most of a second to react before the next round looks.
-    pub async fn after_sim_round(&self) {
+    /// Pauses the simulated users: returns once a whole round has passed without a
+    /// request, so that no round is under way. See [`Rollout::resume_users`].
+    pub async fn pause_users(&self) {
+        std::fs::write(pause_file(&self.env, &self.ns), b"").unwrap();
         let sent = |samples: Vec<Sample>| samples.iter().map(|s| s.value).sum::<f64>();
-        let before = sent(self.sim_samples("istio_requests_total").await);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while sent(self.sim_samples("istio_requests_total").await) == before {
-            assert!(
-                Instant::now() < deadline,
-                "the simulator sent no request for 5s"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut before = sent(self.sim_samples("istio_requests_total").await);
+        loop {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let now = sent(self.sim_samples("istio_requests_total").await);
+            if now == before {
+                return;
+            }
+            before = now;
         }
+    }
+
+    /// The users send requests again, through the routes as they are now.
+    pub fn resume_users(&self) {
+        std::fs::remove_file(pause_file(&self.env, &self.ns)).unwrap();
     }
 
     /// The pods matching `selector` that are not being deleted.
