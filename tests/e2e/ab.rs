@@ -73,6 +73,19 @@ async fn mirror_percent(rollout: &Rollout) -> Option<f64> {
     Some(mirror["requestMirror"]["percent"].as_f64().unwrap_or(100.0))
 }
 
+/// The route's (mirror percentage, canary weight), both from one version of the route:
+/// they are read one after the other, so the read is repeated until the mirror read
+/// before and after the weight agree.
+async fn route_state(rollout: &Rollout) -> (Option<f64>, u64) {
+    loop {
+        let before = mirror_percent(rollout).await;
+        let weight = rollout.vs_weights().await.map(|w| w.1).unwrap_or(0);
+        if mirror_percent(rollout).await == before {
+            return (before, weight);
+        }
+    }
+}
+
 /// User requests the simulator counted so far, by (service, tagged).
 async fn user_requests(rollout: &Rollout) -> std::collections::BTreeMap<(String, bool), u64> {
     let mut out = std::collections::BTreeMap::new();
@@ -274,8 +287,7 @@ async fn mirrored_release(rollout: &Rollout, mut canary: Value, label: &str) {
                 Some("podinfo-canary"),
             )
             .await;
-            let mirror = mirror_percent(rollout).await;
-            let weight = rollout.vs_weights().await.map(|w| w.1).unwrap_or(0);
+            let (mirror, weight) = route_state(rollout).await;
             if seen.last() != Some(&(mirror, weight)) {
                 seen.push((mirror, weight));
             }
