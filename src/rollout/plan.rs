@@ -470,6 +470,7 @@ fn webhook_needs(
     let interval_passed = status.last_analysis_time.is_none()
         || since(&status.last_analysis_time, now) >= canary.spec.analysis.interval();
     let weight = u32::try_from(status.canary_weight).unwrap_or(0);
+    let iterated = is_blue_green(canary) || is_ab_test(canary);
     match status.phase {
         CanaryPhase::Initialized | CanaryPhase::Succeeded | CanaryPhase::Failed => {
             needs.confirm_rollout = new_revision;
@@ -481,11 +482,28 @@ fn webhook_needs(
         CanaryPhase::Progressing | CanaryPhase::WaitingPromotion if new_revision => {
             needs.confirm_rollout = true;
         }
-        CanaryPhase::Progressing if weight == 0 => {
+        CanaryPhase::Progressing if iterated && status.last_analysis_time.is_none() => {
+            // Blue/green and A/B testing: the `pre-rollout` webhooks pass before the
+            // iterations start (before matching users or load tests reach the canary).
+            // A failure is retried an interval later, counted from when it was seen.
+            let retry_due = status.failed_checks == 0
+                || since(&status.analysis_start_time, now) >= canary.spec.analysis.interval();
+            let start_due = target.ready.is_ready() && retry_due;
+            needs.pre_rollout = start_due;
+            needs.rollback = start_due;
+        }
+        CanaryPhase::Progressing if weight == 0 && !iterated => {
             let first_step_due = target.ready.is_ready() && interval_passed;
             needs.pre_rollout = first_step_due;
             needs.confirm_traffic_increase = first_step_due;
             needs.rollback = first_step_due;
+        }
+        CanaryPhase::Progressing | CanaryPhase::WaitingPromotion if analysis && iterated => {
+            // No traffic increase to confirm: the promotion is confirmed in the round
+            // that completes the iterations (and while waiting for it).
+            needs.rollback = true;
+            needs.confirm_promotion = status.phase == CanaryPhase::WaitingPromotion
+                || status.iterations + 1 >= promotion::iterations(canary);
         }
         CanaryPhase::Progressing | CanaryPhase::WaitingPromotion if analysis => {
             needs.rollback = true;

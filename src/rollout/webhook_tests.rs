@@ -541,3 +541,148 @@ fn a_gate_closed_by_a_webhook_with_mute_alert_is_an_event_but_not_a_notification
     assert!(muted.muted);
     assert!(crate::notify::targets(&c, &muted, Some(crate::api::AlertSeverity::Info)).is_empty());
 }
+
+/// A blue/green Canary (`provider: kubernetes`, 2 iterations) with pre-rollout and
+/// confirm-promotion webhooks, that has just detected `rev-b`.
+fn blue_green_with_gates(clock: &Clock) -> crate::api::Canary {
+    let mut c = canary()
+        .interval_secs(10)
+        .threshold(2)
+        .webhook(WebhookType::PreRollout)
+        .webhook(WebhookType::ConfirmPromotion)
+        .with_status(|s| {
+            s.phase(Progressing)
+                .promoted("rev-a")
+                .applied("rev-b")
+                .analysis_started_at(clock.ago_secs(1))
+        });
+    c.spec.provider = Some(crate::api::Provider::Kubernetes);
+    c.spec.analysis.step_weight = None;
+    c.spec.analysis.iterations = Some(2);
+    c
+}
+
+#[test]
+fn blue_green_iterations_start_only_after_the_pre_rollout_webhooks_pass() {
+    let mut clock = Clock::start();
+    let c = blue_green_with_gates(&clock);
+    let o = serving("rev-b");
+    let n = needs(&c, &o, clock.now()).webhooks;
+    assert!(n.pre_rollout, "asked before the iterations start");
+    assert!(
+        !n.confirm_traffic_increase,
+        "blue/green increases no traffic"
+    );
+
+    let failing = || Webhooks {
+        pre_rollout: closed("acceptance-test", 500),
+        ..Default::default()
+    };
+    let first = plan_webhooks(&c, &o, failing(), None, clock.now());
+    assert_eq!(first.status.failed_checks, 1);
+    assert!(
+        first.status.last_analysis_time.is_none(),
+        "no iteration started"
+    );
+    let mut c = c;
+    c.status = Some(first.status.clone());
+    clock.advance_secs(4);
+    assert!(
+        !needs(&c, &o, clock.now()).webhooks.pre_rollout,
+        "a failure is retried an interval later, not at every reconcile"
+    );
+    clock.advance_secs(7);
+    assert!(needs(&c, &o, clock.now()).webhooks.pre_rollout);
+    let passed = plan_webhooks(
+        &c,
+        &o,
+        Webhooks {
+            pre_rollout: open(),
+            ..Default::default()
+        },
+        None,
+        clock.now(),
+    );
+    assert_eq!(passed.status.phase, Progressing);
+    assert!(
+        passed.status.last_analysis_time.is_some(),
+        "iterations start"
+    );
+    c.status = Some(passed.status.clone());
+    clock.advance_secs(11);
+    assert!(
+        !needs(&c, &o, clock.now()).webhooks.pre_rollout,
+        "pre-rollout runs once, not at every iteration"
+    );
+
+    // The threshold rolls back a blue/green release whose acceptance test keeps failing.
+    let mut failing_twice = blue_green_with_gates(&clock);
+    let once = plan_webhooks(&failing_twice, &o, failing(), None, clock.now());
+    failing_twice.status = Some(once.status.clone());
+    let later = clock.advance_secs(11);
+    let twice = plan_webhooks(&failing_twice, &o, failing(), None, later);
+    assert_eq!(twice.status.phase, Failed);
+}
+
+#[test]
+fn blue_green_asks_the_confirm_promotion_webhooks_in_its_last_iteration_and_waits_for_them() {
+    let mut clock = Clock::start();
+    let mut c = blue_green_with_gates(&clock);
+    let o = serving("rev-b");
+    let started = plan_webhooks(
+        &c,
+        &o,
+        Webhooks {
+            pre_rollout: open(),
+            ..Default::default()
+        },
+        None,
+        clock.now(),
+    );
+    c.status = Some(started.status.clone());
+    clock.advance_secs(11);
+    assert!(
+        !needs(&c, &o, clock.now()).webhooks.confirm_promotion,
+        "not in the first of two iterations"
+    );
+    let first = plan_webhooks(
+        &c,
+        &o,
+        Webhooks::default(),
+        Some(Verdict::Pass),
+        clock.now(),
+    );
+    assert_eq!(first.status.iterations, 1);
+    c.status = Some(first.status.clone());
+    clock.advance_secs(11);
+    assert!(needs(&c, &o, clock.now()).webhooks.confirm_promotion);
+    let held = plan_webhooks(
+        &c,
+        &o,
+        Webhooks {
+            confirm_promotion: closed("confirm-promotion", 403),
+            ..Default::default()
+        },
+        Some(Verdict::Pass),
+        clock.now(),
+    );
+    assert_eq!(held.status.phase, WaitingPromotion);
+    assert_eq!(held.status.canary_weight, 0, "users stay on the primary");
+    c.status = Some(held.status.clone());
+    clock.advance_secs(11);
+    assert!(needs(&c, &o, clock.now()).webhooks.confirm_promotion);
+    let switched = plan_webhooks(
+        &c,
+        &o,
+        Webhooks {
+            confirm_promotion: open(),
+            ..Default::default()
+        },
+        Some(Verdict::Pass),
+        clock.now(),
+    );
+    assert_eq!(
+        switched.status.canary_weight, 100,
+        "the switch to the canary"
+    );
+}

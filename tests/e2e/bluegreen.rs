@@ -200,3 +200,84 @@ async fn a_canary_without_a_provider_is_routed_by_the_controllers_default_provid
     })
     .await;
 }
+
+/// Flagger's blue/green tutorial: an acceptance test as a `pre-rollout` webhook, a load
+/// test as a `rollout` webhook, and a `confirm-promotion` gate.
+#[tokio::test]
+async fn blue_green_runs_its_acceptance_test_before_the_iterations_and_waits_for_the_promotion_gate()
+ {
+    with_namespace("e2e-bg-gates", |client, ns| async move {
+        let hooks = crate::gates::Receiver::start().await;
+        hooks.set("/pre", 500);
+        hooks.set("/promote", 403);
+        let mut spec = blue_green_canary(3);
+        spec["spec"]["analysis"]["webhooks"] = json!([
+            hooks.hook("acceptance-test", "pre-rollout", "/pre"),
+            hooks.hook("load-test", "rollout", "/load"),
+            hooks.hook("promotion-gate", "confirm-promotion", "/promote"),
+        ]);
+        let rollout = Rollout::start(client, &ns).await;
+        rollout
+            .apply_app("kustomize-controller", "6.0.0", 0.001, 40.0)
+            .await;
+        rollout.apply("kustomize-controller", &spec).await;
+        rollout.await_phase(CanaryPhase::Initialized, SETTLE).await;
+        // Error-free, so that the one failed check is the acceptance test's.
+        rollout
+            .apply_app("kustomize-controller", "6.0.1", 0.0, 40.0)
+            .await;
+
+        eventually(
+            "the failing acceptance test to count a failed check",
+            SETTLE,
+            || async {
+                let status = rollout.canary().await.status.unwrap_or_default();
+                match (status.failed_checks, status.iterations) {
+                    (1, 0) => Ok(()),
+                    other => Err(format!("(failed checks, iterations) {other:?}")),
+                }
+            },
+        )
+        .await;
+        assert!(
+            hooks.calls("/load").is_empty(),
+            "no load test before the acceptance test passes"
+        );
+        hooks.set("/pre", 200);
+        rollout
+            .await_phase(CanaryPhase::WaitingPromotion, SETTLE)
+            .await;
+        assert_eq!(
+            apex_app(&rollout).await,
+            "podinfo-primary",
+            "users stay on the primary while the promotion waits"
+        );
+        let status = rollout.canary().await.status.unwrap();
+        assert_eq!(status.iterations, 3, "{:?}", status.message);
+        let message = status.message.unwrap_or_default();
+        assert!(message.contains("promotion-gate"), "{message}");
+        assert_eq!(
+            hooks.calls("/pre").len(),
+            2,
+            "the acceptance test runs until it passes, not at every iteration"
+        );
+        assert!(hooks.calls("/load").len() >= 3, "a load test per iteration");
+
+        hooks.set("/promote", 200);
+        let switches = record_switches(&rollout, CanaryPhase::Succeeded).await;
+        assert!(
+            switches.iter().any(|(app, _)| app == "podinfo"),
+            "the apex Service switched to the canary's pods: {switches:?}"
+        );
+        let primary = rollout.deployment("podinfo-primary").await;
+        assert_eq!(Rollout::image(&primary), format!("{IMAGE}:6.0.1"));
+        println!(
+            "blue/green gates: acceptance test called {} times, load test {} times, promotion gate {} times",
+            hooks.calls("/pre").len(),
+            hooks.calls("/load").len(),
+            hooks.calls("/promote").len()
+        );
+        rollout.assert_no_request_reached_an_unready_backend().await;
+    })
+    .await;
+}

@@ -60,6 +60,9 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
     // Blue/green and A/B testing run `iterations` rounds rather than weight steps.
     let iterated = blue_green || ab_test;
     if iterated && status.last_analysis_time.is_none() {
+        if !iterations_may_start(b, target, threshold) {
+            return;
+        }
         b.status.analysis_start_time = Some(Time(input.now));
         b.status.last_analysis_time = Some(Time(input.now));
         super::sequential::record_start(b);
@@ -228,6 +231,10 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
                     )
                 });
                 b.requeue = b.interval();
+            } else if let Err(why) =
+                webhook_gate(canary, &input.webhooks, WebhookType::ConfirmPromotion)
+            {
+                wait_for_promotion_hooks(b, target, why);
             } else if canary.spec.approvals().promotion && !input.gates.promotion_approved {
                 b.event(Severity::Info, reasons::WAITING_APPROVAL, format!("Analysis of {} passed; promotion waits for approval (annotate serin.dev/approve-promotion={})", target.revision, target.revision));
                 b.phase(
@@ -280,25 +287,7 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
             }
             if weight >= max_weight || promote_early.is_some() {
                 if let Err(why) = promotion_hooks {
-                    let closer = why.clone();
-                    let why = closed_because(why, "confirm-promotion");
-                    b.event(
-                        Severity::Info,
-                        reasons::WAITING_APPROVAL,
-                        format!(
-                            "Analysis of {} passed; promotion waits for its confirm-promotion webhooks: {why}",
-                            target.revision
-                        ),
-                    );
-                    b.mute_if_asked(closer.as_ref());
-                    b.phase(
-                        CanaryPhase::WaitingPromotion,
-                        format!(
-                            "waiting for the confirm-promotion webhooks to promote {}: {why}; the checks keep running",
-                            target.revision
-                        ),
-                    );
-                    b.requeue = POLL;
+                    wait_for_promotion_hooks(b, target, why);
                 } else if canary.spec.approvals().promotion && !input.gates.promotion_approved {
                     b.event(Severity::Info, reasons::WAITING_APPROVAL, format!("Analysis of {} passed; promotion waits for approval (annotate serin.dev/approve-promotion={})", target.revision, target.revision));
                     b.phase(
@@ -372,30 +361,119 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
 /// traffic reaches the canary, and a failure counts as a failed check (`threshold`
 /// applies; they are asked again one interval later); then the
 /// `confirm-traffic-increase` webhooks must let the step through.
-pub(super) fn first_step(b: &mut Builder<'_>, target: &Target, threshold: u32) {
+/// The analysis passed, but a `confirm-promotion` webhook has not (or not yet) said yes:
+/// the promotion waits in WaitingPromotion, where the checks keep running.
+fn wait_for_promotion_hooks(b: &mut Builder<'_>, target: &Target, why: Option<Finding>) {
+    let closer = why.clone();
+    let why = closed_because(why, "confirm-promotion");
+    b.event(
+        Severity::Info,
+        reasons::WAITING_APPROVAL,
+        format!(
+            "Analysis of {} passed; promotion waits for its confirm-promotion webhooks: {why}",
+            target.revision
+        ),
+    );
+    b.mute_if_asked(closer.as_ref());
+    b.phase(
+        CanaryPhase::WaitingPromotion,
+        format!(
+            "waiting for the confirm-promotion webhooks to promote {}: {why}; the checks keep running",
+            target.revision
+        ),
+    );
+    b.requeue = POLL;
+}
+
+/// Blue/green and A/B testing, before the iterations start: the conformance tests that
+/// run before traffic, then the `pre-rollout` webhooks (a failure is a failed check, as
+/// in Flagger). Returns whether the iterations may start now.
+fn iterations_may_start(b: &mut Builder<'_>, target: &Target, threshold: u32) -> bool {
     let input = b.input;
     let canary = input.canary;
-    if canary
+    if !conformance_passed_before_traffic(b, target) {
+        return false;
+    }
+    match webhook_gate(canary, &input.webhooks, WebhookType::PreRollout) {
+        Ok(()) => true,
+        Err(None) => {
+            // Not called this reconcile: the retry after a failure waits an interval.
+            let waited = since(&b.status.analysis_start_time, input.now);
+            b.requeue = canary
+                .spec
+                .analysis
+                .interval()
+                .saturating_sub(waited)
+                .max(Duration::from_millis(200));
+            false
+        }
+        Err(Some(why)) => {
+            // `analysis_start_time` paces the retry; the start of the iterations sets it
+            // again.
+            b.status.analysis_start_time = Some(Time(input.now));
+            pre_rollout_failed(b, &why, threshold);
+            false
+        }
+    }
+}
+
+/// The conformance tests that run before any traffic, if the Canary has some: a failure
+/// rolls back at once, a test still running holds. Returns whether traffic may start.
+fn conformance_passed_before_traffic(b: &mut Builder<'_>, target: &Target) -> bool {
+    let input = b.input;
+    if !input
+        .canary
         .spec
         .analysis
         .has_conformance(ConformanceWhen::BeforeTraffic)
     {
-        // The conformance tests run before any traffic; a failure rolls back at once.
-        match &input.observed.conformance {
-            Conformance::Failed(why) => {
-                b.rollback(why);
-                return;
-            }
-            Conformance::Passed => {}
-            Conformance::Running | Conformance::NotRead => {
-                b.status.message = Some(format!(
-                    "running the conformance tests of {} before any traffic",
-                    target.revision
-                ));
-                b.requeue = POLL;
-                return;
-            }
+        return true;
+    }
+    match &input.observed.conformance {
+        Conformance::Passed => true,
+        Conformance::Failed(why) => {
+            b.rollback(why);
+            false
         }
+        Conformance::Running | Conformance::NotRead => {
+            b.status.message = Some(format!(
+                "running the conformance tests of {} before any traffic",
+                target.revision
+            ));
+            b.requeue = POLL;
+            false
+        }
+    }
+}
+
+/// A `pre-rollout` webhook failed: a failed check, and a rollback at `threshold`.
+fn pre_rollout_failed(b: &mut Builder<'_>, why: &Finding, threshold: u32) {
+    b.status.failed_checks += 1;
+    let failed = u32::try_from(b.status.failed_checks).unwrap_or(0);
+    b.finding(
+        Severity::Warn,
+        reasons::CHECK_FAILED,
+        format!("Pre-rollout check failed: {why} (failed checks {failed}/{threshold})"),
+        why,
+    );
+    if failed >= threshold {
+        b.rollback(&Finding {
+            message: format!("failed checks threshold reached {failed}/{threshold}: {why}"),
+            ..why.clone()
+        });
+    } else {
+        b.status.message = Some(format!(
+            "pre-rollout check failed ({failed}/{threshold}): {why}"
+        ));
+        b.requeue = b.interval();
+    }
+}
+
+pub(super) fn first_step(b: &mut Builder<'_>, target: &Target, threshold: u32) {
+    let input = b.input;
+    let canary = input.canary;
+    if !conformance_passed_before_traffic(b, target) {
+        return;
     }
     let pre_rollout = webhook_gate(canary, &input.webhooks, WebhookType::PreRollout);
     let increase = webhook_gate(canary, &input.webhooks, WebhookType::ConfirmTrafficIncrease);
@@ -410,25 +488,7 @@ pub(super) fn first_step(b: &mut Builder<'_>, target: &Target, threshold: u32) {
     match (pre_rollout, increase) {
         (Err(Some(why)), _) => {
             b.status.last_analysis_time = Some(Time(input.now));
-            b.status.failed_checks += 1;
-            let failed = u32::try_from(b.status.failed_checks).unwrap_or(0);
-            b.finding(
-                Severity::Warn,
-                reasons::CHECK_FAILED,
-                format!("Pre-rollout check failed: {why} (failed checks {failed}/{threshold})"),
-                &why,
-            );
-            if failed >= threshold {
-                b.rollback(&Finding {
-                    message: format!("failed checks threshold reached {failed}/{threshold}: {why}"),
-                    ..why.clone()
-                });
-            } else {
-                b.status.message = Some(format!(
-                    "pre-rollout check failed ({failed}/{threshold}): {why}"
-                ));
-                b.requeue = b.interval();
-            }
+            pre_rollout_failed(b, &why, threshold);
         }
         (Err(None), _) | (Ok(()), Err(None)) => {
             b.requeue = if b.status.last_analysis_time.is_none() {
