@@ -373,6 +373,12 @@ pub fn is_ab_test(canary: &Canary) -> bool {
         && !analysis.is_weighted()
 }
 
+/// Whether the analysis runs `iterations` rounds rather than weight steps: blue/green
+/// and A/B testing.
+pub fn is_iterated(canary: &Canary) -> bool {
+    is_blue_green(canary) || is_ab_test(canary)
+}
+
 /// The share mirrored to the canary by a plan that routes `traffic` with `status`:
 /// blue/green with `analysis.mirror` on a mesh, while its iterations run against a
 /// ready canary that no user reaches yet.
@@ -436,8 +442,7 @@ fn conformance_run(canary: &Canary, judged: bool, before_traffic: bool) -> Optio
         && !canary.spec.suspend
         && status.phase == CanaryPhase::Progressing
         && status.canary_weight > 0
-        && !is_blue_green(canary)
-        && !is_ab_test(canary)
+        && !is_iterated(canary)
     {
         ConformanceRun::Step(u32::try_from(status.canary_weight).unwrap_or(0))
     } else if status.phase == CanaryPhase::Finalising && !canary.spec.suspend {
@@ -470,7 +475,7 @@ fn webhook_needs(
     let interval_passed = status.last_analysis_time.is_none()
         || since(&status.last_analysis_time, now) >= canary.spec.analysis.interval();
     let weight = u32::try_from(status.canary_weight).unwrap_or(0);
-    let iterated = is_blue_green(canary) || is_ab_test(canary);
+    let iterated = is_iterated(canary);
     match status.phase {
         CanaryPhase::Initialized | CanaryPhase::Succeeded | CanaryPhase::Failed => {
             needs.confirm_rollout = new_revision;

@@ -58,7 +58,7 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
     let blue_green = is_blue_green(canary);
     let ab_test = is_ab_test(canary);
     // Blue/green and A/B testing run `iterations` rounds rather than weight steps.
-    let iterated = blue_green || ab_test;
+    let iterated = is_iterated(canary);
     if iterated && status.last_analysis_time.is_none() {
         if !iterations_may_start(b, target, threshold) {
             return;
