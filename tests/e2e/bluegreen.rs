@@ -211,6 +211,9 @@ async fn blue_green_runs_its_acceptance_test_before_the_iterations_and_waits_for
         hooks.set("/pre", 500);
         hooks.set("/promote", 403);
         let mut spec = blue_green_canary(3);
+        // A failed acceptance test is retried an interval later: 5 s leaves the test
+        // time to see the first failure and open the webhook before the retry.
+        spec["spec"]["analysis"]["interval"] = json!("5s");
         spec["spec"]["analysis"]["webhooks"] = json!([
             hooks.hook("acceptance-test", "pre-rollout", "/pre"),
             hooks.hook("load-test", "rollout", "/load"),
