@@ -318,7 +318,10 @@ pub async fn act(ctx: &Context, canary: &Canary, snapshot: &Snapshot, plan: &Pla
     let target = snapshot.target.as_ref();
     for step in steps(canary, target, snapshot.primary.as_ref(), plan) {
         match (step, target) {
-            (Step::Status, _) => write_status(client, canary, &plan.status).await?,
+            (Step::Status, _) => {
+                write_status(client, canary, &plan.status).await?;
+                ctx.superseded.record(canary);
+            }
             (Step::Primary(action), _) => write_primary(client, canary, snapshot, action).await?,
             (Step::Services, Some(target)) => write_services(ctx, canary, target).await?,
             (Step::Routes(weight), Some(target)) => {

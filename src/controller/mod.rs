@@ -7,6 +7,7 @@ mod evidence;
 pub mod leader;
 pub mod observe;
 pub mod stores;
+pub mod superseded;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -25,7 +26,7 @@ use kube::{
     },
 };
 use thiserror::Error;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use crate::analysis::{checks, compare};
 use crate::api::{Canary, CanaryPhase, WebhookType};
@@ -127,6 +128,8 @@ pub struct Context {
     pub notifier: Arc<crate::notify::Dispatcher>,
     /// What reconciles read and compare their writes with.
     pub stores: Arc<stores::Stores>,
+    /// The Canary versions serin wrote over (shared with the notifier, which writes too).
+    pub superseded: Arc<superseded::Superseded>,
 }
 
 #[instrument(skip(canary, ctx), fields(canary = %canary.name_any(), namespace = canary.namespace().unwrap_or_default()))]
@@ -174,6 +177,7 @@ async fn reject(canary: &Canary, ctx: &Context, why: String) -> Result<Action> {
             canary.metadata.generation,
         );
         act::write_status(&ctx.client, canary, &status).await?;
+        ctx.superseded.record(canary);
         let event = plan::Event {
             reason: crate::rollout::conditions::reasons::INVALID_SPEC,
             severity: plan::Severity::Error,
@@ -196,6 +200,13 @@ async fn reject(canary: &Canary, ctx: &Context, why: String) -> Result<Action> {
 }
 
 async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
+    if ctx.superseded.is_stale(canary) {
+        // The cache has not caught up with serin's last status write: acting on this
+        // version would call webhooks whose answers the refused write would forget. The
+        // watch event of the newer version reconciles again.
+        debug!("the cached Canary is older than serin's last write; waiting for the newer one");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     if crate::router::for_provider(canary.provider()).is_none() {
         let provider = canary.provider().as_str();
         return reject(
@@ -352,6 +363,7 @@ fn record(ctx: &Context, canary: &Canary, status: &crate::api::CanaryStatus) {
 /// On deletion: with `revertOnDeletion`, give the traffic back to the target (scaled up,
 /// routed 100%) before the owned objects are garbage collected.
 async fn cleanup(canary: &Canary, ctx: &Context) -> Result<Action> {
+    ctx.superseded.forget(canary);
     if !canary.spec.revert_on_deletion {
         return Ok(Action::await_change());
     }
@@ -452,7 +464,9 @@ where
 pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readiness) {
     let ns = config.namespace.clone();
     let canaries: Api<Canary> = api(&client, &ns);
-    let notifier = crate::notify::Dispatcher::new(client.clone(), config.notify.clone());
+    let superseded = Arc::new(superseded::Superseded::default());
+    let notifier =
+        crate::notify::Dispatcher::new(client.clone(), config.notify.clone(), superseded.clone());
     let (stores, watches) = stores::Stores::new(&client, &ns);
     let concurrency = config.concurrency;
     let ctx = Arc::new(Context {
@@ -461,6 +475,7 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readin
         metrics: metrics.clone(),
         notifier,
         stores,
+        superseded,
     });
     let controller = Controller::new(canaries, watcher::Config::default().any_semantic())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));

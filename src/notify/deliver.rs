@@ -171,14 +171,21 @@ pub struct Dispatcher {
     settings: Settings,
     /// Canaries with a draining task, and whether more was offered since it last read.
     active: Mutex<HashMap<(String, String), bool>>,
+    /// Where its status writes are recorded, so that reconciles skip the versions they replace.
+    superseded: Arc<crate::controller::superseded::Superseded>,
 }
 
 impl Dispatcher {
-    pub fn new(client: Client, settings: Settings) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        superseded: Arc<crate::controller::superseded::Superseded>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             client,
             settings,
             active: Mutex::default(),
+            superseded,
         })
     }
 
@@ -373,7 +380,10 @@ impl Dispatcher {
                 return;
             }
             match crate::controller::act::write_status(&self.client, &canary, &status).await {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.superseded.record(&canary);
+                    return;
+                }
                 Err(crate::controller::Error::Conflict) => {}
                 Err(e) => {
                     debug!(canary = %name, error = %crate::controller::chain(&e), "recording a delivered notification");
