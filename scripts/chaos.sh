@@ -2,9 +2,10 @@
 # The chaos run: releases carried through repeated SIGKILLs of serin on a local control
 # plane this script starts and stops, watched for the invariants of tests/e2e/chaos.rs.
 # SERIN_CHAOS_RELEASES (default 50) and SERIN_CHAOS_SEED (default 7) choose the run;
-# every SERIN_CHAOS_APISERVER_EVERY-th release (default 5; 0 for none) also loses
-# kube-apiserver (SIGKILL, restarted 0.5-3 s later). Nothing else may use this control
-# plane meanwhile: the end-to-end suite's short chaos run never restarts the API server.
+# every SERIN_CHAOS_CONTROL_PLANE_EVERY-th release (default 5; 0 for none) also loses
+# the control plane: kube-apiserver SIGKILLed and restarted 0.5-3 s later, or etcd
+# paused for 1-6 s. Nothing else may use this control plane meanwhile: the end-to-end
+# suite's short chaos run never touches it.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -21,6 +22,6 @@ trap 'step "stopping the local control plane"; tests/e2e/cluster.sh down "$clust
 # shellcheck disable=SC1090
 . "$env_file"
 export SERIN_CHAOS_RELEASES=${SERIN_CHAOS_RELEASES:-50} SERIN_CHAOS_SEED=${SERIN_CHAOS_SEED:-7}
-export SERIN_CHAOS_APISERVER_EVERY=${SERIN_CHAOS_APISERVER_EVERY:-5}
-step "chaos: $SERIN_CHAOS_RELEASES releases, seed $SERIN_CHAOS_SEED, the API server lost every $SERIN_CHAOS_APISERVER_EVERY releases"
+export SERIN_CHAOS_CONTROL_PLANE_EVERY=${SERIN_CHAOS_CONTROL_PLANE_EVERY:-5}
+step "chaos: $SERIN_CHAOS_RELEASES releases, seed $SERIN_CHAOS_SEED, the control plane lost every $SERIN_CHAOS_CONTROL_PLANE_EVERY releases"
 cargo test --test e2e -- chaos:: --nocapture

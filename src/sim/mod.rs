@@ -7,6 +7,9 @@
 //! behaviour with it (and the primary inherits it on promotion):
 //! `sim.serin.dev/error-rate` (fraction of 5xx, default 0) and
 //! `sim.serin.dev/latency-ms` (median latency, default 20; log-normal spread).
+//! The same annotations on the Deployment itself (its metadata, not its pod template)
+//! override them for the pods it runs now without making a new revision: a release that
+//! degrades while it runs (the chaos run flips a good canary's error rate this way).
 //!
 //! Requests come from simulated users, `rps` of them per route, each sending one request
 //! a second. A share of them is tagged (`--tagged-share`): they carry the header
@@ -63,12 +66,18 @@ pub struct Behaviour {
 
 impl Behaviour {
     pub fn of(deployment: &Deployment) -> Behaviour {
-        let annotations = deployment
+        let mut annotations = deployment
             .spec
             .as_ref()
             .and_then(|s| s.template.metadata.as_ref())
             .and_then(|m| m.annotations.clone())
             .unwrap_or_default();
+        // The Deployment's own annotations override its pod template's.
+        for key in [ERROR_RATE_ANNOTATION, LATENCY_ANNOTATION] {
+            if let Some(value) = deployment.annotations().get(key) {
+                annotations.insert(key.to_string(), value.clone());
+            }
+        }
         let number = |key: &str, default: f64| {
             annotations
                 .get(key)
@@ -798,6 +807,27 @@ mod tests {
                 median_latency_ms: 20.0,
             },
         }
+    }
+
+    #[test]
+    fn a_deployment_annotation_overrides_its_pod_templates_behaviour() {
+        let mut deployment: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "podinfo"},
+            "spec": {"selector": {}, "template": {"metadata": {"annotations": {
+                ERROR_RATE_ANNOTATION: "0.001", LATENCY_ANNOTATION: "40"
+            }}}}
+        }))
+        .unwrap();
+        assert_eq!(Behaviour::of(&deployment).error_rate, 0.001);
+        deployment
+            .annotations_mut()
+            .insert(ERROR_RATE_ANNOTATION.to_string(), "0.2".to_string());
+        let behaviour = Behaviour::of(&deployment);
+        assert_eq!(behaviour.error_rate, 0.2, "the running pods turned bad");
+        assert_eq!(
+            behaviour.median_latency_ms, 40.0,
+            "the rest is the template's"
+        );
     }
 
     #[test]

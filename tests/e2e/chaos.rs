@@ -10,10 +10,16 @@
 //! - no step is applied twice (the canary's weight never rises again after it fell within
 //!   a release), and the conformance test runs once per revision (one Job, one pod).
 //!
-//! The short version runs in `make test`; `make chaos` runs the long one (environment:
-//! `SERIN_CHAOS_RELEASES`, `SERIN_CHAOS_SEED`, and `SERIN_CHAOS_APISERVER_EVERY`, which
-//! also SIGKILLs and restarts kube-apiserver during every n-th release: never in the
-//! suite, whose other tests share the control plane) and prints the table of
+//! Besides SIGKILLs, releases draw GitOps faults (re-applies, edits mid-analysis), a
+//! good canary whose error rate flips to 20% mid-analysis, and Prometheus faults through
+//! a proxy serin queries (503, slow, NaN, empty answers). With
+//! `SERIN_CHAOS_CONTROL_PLANE_EVERY=n`, every n-th release also loses the control plane:
+//! kube-apiserver SIGKILLed and restarted (and the components that talk to it restarted
+//! after it, as a kubelet restarts them when they lose their leases), or etcd paused.
+//!
+//! The short version runs in `make test` (no control-plane faults: the other tests share
+//! the control plane); `make chaos` runs the long one (`SERIN_CHAOS_RELEASES`,
+//! `SERIN_CHAOS_SEED`, `SERIN_CHAOS_CONTROL_PLANE_EVERY`) and prints the table of
 //! docs/chaos.md.
 
 use std::time::{Duration, Instant};
@@ -24,6 +30,7 @@ use serde_json::json;
 use serin::api::CanaryPhase;
 use serin::sim::Rng;
 
+use crate::faults::{PrometheusFault, PrometheusProxy};
 use crate::fixture::{IMAGE, Rollout, canary_spec};
 use crate::gates::conformance_test;
 use crate::harness::with_namespace;
@@ -61,6 +68,14 @@ impl std::fmt::Display for Violation {
 struct Tally {
     kills: usize,
     apiserver_restarts: usize,
+    etcd_pauses: usize,
+    /// Prometheus faults by kind.
+    prometheus: std::collections::BTreeMap<&'static str, usize>,
+    /// Good canaries whose error rate flipped to 20% mid-analysis.
+    flips: usize,
+    /// Good releases rolled back because Prometheus answered 503 for longer than the
+    /// threshold allows (an unreachable metrics server fails the check, as in Flagger).
+    rolled_back_by_outage: usize,
     /// The manifests re-applied unchanged mid-release, as a GitOps tool does.
     reapplies: usize,
     /// The target edited again mid-analysis.
@@ -145,44 +160,113 @@ async fn applied(rollout: &Rollout) -> Option<String> {
     status(rollout).await.and_then(|s| s.last_applied_spec)
 }
 
-/// SIGKILLs kube-apiserver and starts it again after `pause` (`cluster.sh restart`).
-async fn restart_apiserver(rollout: &Rollout, pause: Duration) {
+/// Runs `cluster.sh ARGS...` against this run's control plane.
+fn cluster(rollout: &Rollout, args: &[&str]) -> tokio::process::Command {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/cluster.sh");
-    let out = tokio::process::Command::new(script)
-        .arg("restart")
-        .arg(&rollout.env.dir)
-        .arg("kube-apiserver")
-        .arg(format!("{:.1}", pause.as_secs_f64()))
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    crate::harness::eventually("the API server back", Duration::from_secs(90), || async {
-        Api::<k8s_openapi::api::core::v1::Namespace>::all(rollout.client.clone())
-            .get(&rollout.ns)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
-    .await;
+    let mut command = tokio::process::Command::new(script);
+    command.arg(args[0]).arg(&rollout.env.dir).args(&args[1..]);
+    command
 }
 
-/// Carries one release to its end, killing and restarting serin at random points when
-/// `faults` is set. Returns the final phase and the number of kills.
+/// SIGKILLs kube-apiserver and starts it again after `pause`; then restarts the
+/// components that watch it. Their informers can stop seeing changes for minutes after
+/// an API server restart ("informer cache is out of date"); with leader election (this
+/// control plane runs without) they would lose their lease and exit, and the kubelet
+/// would restart them.
+async fn restart_apiserver(rollout: &Rollout, pause: Duration) {
+    let pause = format!("{:.1}", pause.as_secs_f64());
+    for (name, pause) in [
+        ("kube-apiserver", pause.as_str()),
+        ("kube-controller-manager", "0"),
+        ("kube-scheduler", "0"),
+        ("kwok", "0"),
+    ] {
+        let out = cluster(rollout, &["restart", name, pause])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if name == "kube-apiserver" {
+            crate::harness::eventually("the API server back", Duration::from_secs(90), || async {
+                Api::<k8s_openapi::api::core::v1::Namespace>::all(rollout.client.clone())
+                    .get(&rollout.ns)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+        }
+    }
+}
+
+/// Pauses etcd for `pause` (SIGSTOP, then SIGCONT), in the background.
+fn pause_etcd(rollout: &Rollout, pause: Duration) -> tokio::process::Child {
+    cluster(
+        rollout,
+        &["pause", "etcd", &format!("{:.1}", pause.as_secs_f64())],
+    )
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap()
+}
+
+/// Sets the target's own error-rate annotation, which the simulator reads over its pod
+/// template's: the running canary turns bad (or back) without a new revision.
+async fn set_running_error_rate(rollout: &Rollout, rate: Option<f64>) {
+    let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(rollout.client.clone(), &rollout.ns);
+    let value = rate.map(|r| r.to_string());
+    let patch = json!({"metadata": {"annotations": {serin::sim::ERROR_RATE_ANNOTATION: value}}});
+    api.patch(
+        "podinfo",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+}
+
+/// A Prometheus fault for one release: which, from when, for how long.
+struct PrometheusWindow {
+    fault: PrometheusFault,
+    from: Instant,
+    until: Instant,
+}
+
+impl PrometheusWindow {
+    fn draw(rng: &mut Rng) -> PrometheusWindow {
+        let fault = match (rng.uniform() * 4.0) as u32 {
+            0 => PrometheusFault::Down,
+            1 => PrometheusFault::Slow(Duration::from_millis(
+                1000 + (rng.uniform() * 2000.0) as u64,
+            )),
+            2 => PrometheusFault::NaN,
+            _ => PrometheusFault::Empty,
+        };
+        let from = Instant::now() + Duration::from_millis(500 + (rng.uniform() * 3500.0) as u64);
+        let until = from + Duration::from_millis(2000 + (rng.uniform() * 6000.0) as u64);
+        PrometheusWindow { fault, from, until }
+    }
+}
+
+/// Carries one release to its end, killing and restarting serin at random points and
+/// injecting the release's other faults when `faults` is set. Returns the final phase
+/// and how long the release took.
 async fn release(
     rollout: &mut Rollout,
     spec: &serde_json::Value,
+    proxy: &PrometheusProxy,
     rng: &mut Rng,
     index: usize,
     faults: bool,
     tally: &mut Tally,
 ) -> (CanaryPhase, Duration) {
     let before = applied(rollout).await;
-    let bad = index > 0 && rng.uniform() < 0.4;
+    let mut bad = index > 0 && rng.uniform() < 0.4;
     let error_rate = if bad { 0.2 } else { 0.001 };
     let mut tag = format!("6.1.{index}");
     let mut tags = vec![tag.clone()];
@@ -195,6 +279,12 @@ async fn release(
     // analysis restarts, and the edit, as good or bad as the first, sets the outcome).
     let mut reapply = faults && rng.uniform() < 0.5;
     let mut edit = faults && rng.uniform() < 0.25;
+    // A good canary that turns bad at its first step (20% errors from then on): the
+    // release must be rolled back, though its first checks passed.
+    let mut flip = faults && !bad && rng.uniform() < 0.2;
+    // Prometheus answering 503, slowly, NaN or nothing for a few seconds.
+    let mut prometheus = (faults && rng.uniform() < 0.4).then(|| PrometheusWindow::draw(rng));
+    let prometheus_fault = prometheus.as_ref().map(|w| w.fault);
     // The revision analysed when the target was edited: the release ends with another.
     let mut edited_from: Option<String> = None;
     let mut seen = Seen::default();
@@ -202,20 +292,34 @@ async fn release(
     let mut next_fault =
         Instant::now() + Duration::from_millis(300 + (rng.uniform() * 2500.0) as u64);
     let mut kills = 0;
-    // Every `SERIN_CHAOS_APISERVER_EVERY`-th release also loses the API server once.
-    let every = env_or("SERIN_CHAOS_APISERVER_EVERY", 0) as usize;
-    let mut apiserver_at = (faults && every > 0 && index.is_multiple_of(every))
+    // Every `SERIN_CHAOS_CONTROL_PLANE_EVERY`-th release also loses the control plane
+    // once: the API server restarted, or etcd paused.
+    let every = env_or("SERIN_CHAOS_CONTROL_PLANE_EVERY", 0) as usize;
+    let mut control_plane_at = (faults && every > 0 && index.is_multiple_of(every))
         .then(|| Instant::now() + Duration::from_millis(500 + (rng.uniform() * 4000.0) as u64));
-    let phase = loop {
+    let etcd = rng.uniform() < 0.5;
+    let mut etcd_paused = None;
+    let (phase, message) = loop {
         sample(rollout, index, &mut seen, tally).await;
-        if apiserver_at.is_some_and(|at| Instant::now() >= at) {
-            apiserver_at = None;
-            restart_apiserver(
-                rollout,
-                Duration::from_millis(500 + (rng.uniform() * 2500.0) as u64),
-            )
-            .await;
-            tally.apiserver_restarts += 1;
+        if control_plane_at.is_some_and(|at| Instant::now() >= at) {
+            control_plane_at = None;
+            let pause = Duration::from_millis(500 + (rng.uniform() * 2500.0) as u64);
+            if etcd {
+                etcd_paused = Some(pause_etcd(rollout, pause * 2));
+                tally.etcd_pauses += 1;
+            } else {
+                restart_apiserver(rollout, pause).await;
+                tally.apiserver_restarts += 1;
+            }
+        }
+        if let Some(window) = &prometheus {
+            let now = Instant::now();
+            if now >= window.until {
+                proxy.set(PrometheusFault::None);
+                prometheus = None;
+            } else if now >= window.from {
+                proxy.set(window.fault);
+            }
         }
         let Some(status) = status(rollout).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -228,11 +332,17 @@ async fn release(
             && status.last_applied_spec != before
             && (edited_from.is_none() || status.last_applied_spec != edited_from)
         {
-            break status.phase;
+            break (status.phase, status.message.unwrap_or_default());
         }
         let mid_analysis = status.phase == CanaryPhase::Progressing
             && status.canary_weight > 0
             && status.last_applied_spec != before;
+        if flip && mid_analysis && status.canary_weight == 10 {
+            flip = false;
+            bad = true;
+            set_running_error_rate(rollout, Some(0.2)).await;
+            tally.flips += 1;
+        }
         if reapply && mid_analysis {
             reapply = false;
             rollout
@@ -280,6 +390,17 @@ async fn release(
     };
     let took = started.elapsed();
     tally.kills += kills;
+    // The faults end with the release: the next one starts clean.
+    proxy.set(PrometheusFault::None);
+    if let Some(fault) = prometheus_fault {
+        *tally.prometheus.entry(fault.label()).or_default() += 1;
+    }
+    if let Some(mut pause) = etcd_paused {
+        pause.wait().await.unwrap();
+    }
+    if bad && error_rate < 0.1 {
+        set_running_error_rate(rollout, None).await;
+    }
 
     let mut violation = |what: String| {
         tally.violations.push(Violation {
@@ -293,9 +414,17 @@ async fn release(
     } else {
         CanaryPhase::Succeeded
     };
-    if phase != expected {
+    // An unreachable metrics server fails the checks (as in Flagger): a 503 that lasts
+    // past the threshold may roll a good release back, and must say so.
+    let outage = !bad
+        && phase == CanaryPhase::Failed
+        && prometheus_fault == Some(PrometheusFault::Down)
+        && message.contains("503");
+    if outage {
+        tally.rolled_back_by_outage += 1;
+    } else if phase != expected {
         violation(format!(
-            "{tag} ended {phase}, its metrics call for {expected}"
+            "{tag} ended {phase}, its metrics call for {expected}: {message}"
         ));
     }
     let primary = Rollout::image(&rollout.deployment("podinfo-primary").await);
@@ -304,7 +433,7 @@ async fn release(
             violation(format!("the bad release {t} was promoted"));
         }
     }
-    if !bad && !primary.ends_with(&format!(":{tag}")) {
+    if !bad && !outage && !primary.ends_with(&format!(":{tag}")) {
         violation(format!(
             "the primary runs {primary}, not the last good edit {tag}"
         ));
@@ -331,10 +460,27 @@ async fn release(
             "the conformance test of {tag} ran {runs} Jobs and {pods} pods, not one"
         ));
     }
+    let mut kind = if error_rate > 0.1 {
+        "bad (20% errors)".to_string()
+    } else if bad {
+        "good, turned bad at 10%".to_string()
+    } else {
+        "good".to_string()
+    };
+    if let Some(fault) = prometheus_fault {
+        kind.push_str(&format!("; Prometheus {}", fault.label()));
+    }
+    if control_plane_at.is_none() && every > 0 && faults && index.is_multiple_of(every) {
+        kind.push_str(if etcd {
+            "; etcd paused"
+        } else {
+            "; API server restarted"
+        });
+    }
     tally.rows.push(format!(
-        "| {index} | {} | {} | {kills} | {phase} | {:.1} s | {:?} |",
+        "| {index} | {} | {kind} | {kills} | {phase}{} | {:.1} s | {:?} |",
         tags.join(" then "),
-        if bad { "bad (20% errors)" } else { "good" },
+        if outage { " (Prometheus 503)" } else { "" },
         took.as_secs_f64(),
         seen.weights
     ));
@@ -348,7 +494,16 @@ async fn chaos(prefix: &str, releases: usize, seed: u64) {
         let mut spec = canary_spec(2);
         spec["spec"]["analysis"]["conformanceTests"] =
             json!([conformance_test("smoke", "1s", json!({}))]);
-        let mut rollout = Rollout::start_with_rps(client, &ns, 200).await;
+        // A Prometheus that answers NaN or nothing holds the analysis instead of failing
+        // it: such gaps are not evidence against the release.
+        for metric in spec["spec"]["analysis"]["metrics"].as_array_mut().unwrap() {
+            metric["noData"] = json!("hold");
+        }
+        // serin queries Prometheus through the fault proxy.
+        let mut rollout = Rollout::start_without_controller(client, &ns, 200);
+        let proxy = PrometheusProxy::start(&rollout.env.prometheus_url).await;
+        rollout.env.prometheus_url = proxy.url.clone();
+        rollout.start_controller();
         rollout
             .apply_app("kustomize-controller", "6.0.0", 0.001, 40.0)
             .await;
@@ -358,10 +513,12 @@ async fn chaos(prefix: &str, releases: usize, seed: u64) {
             .await;
         let mut rng = Rng::new(seed);
         let mut tally = Tally::default();
-        let (_, baseline) = release(&mut rollout, &spec, &mut rng, 0, false, &mut tally).await;
+        let (_, baseline) =
+            release(&mut rollout, &spec, &proxy, &mut rng, 0, false, &mut tally).await;
         let mut took = Vec::new();
         for index in 1..=releases {
-            let (_, t) = release(&mut rollout, &spec, &mut rng, index, true, &mut tally).await;
+            let (_, t) =
+                release(&mut rollout, &spec, &proxy, &mut rng, index, true, &mut tally).await;
             took.push(t.as_secs_f64());
         }
         let unready = rollout.unready_requests().await;
@@ -373,16 +530,31 @@ async fn chaos(prefix: &str, releases: usize, seed: u64) {
             });
         }
         let mean = took.iter().sum::<f64>() / took.len().max(1) as f64;
+        let outcomes = |phase| {
+            tally
+                .rows
+                .iter()
+                .filter(|r| r.contains(&format!("| {phase}")))
+                .count()
+        };
         println!(
             "\nchaos seed {seed}: {releases} releases under faults, {} SIGKILLs, {} API server restarts, \
-             {} unchanged re-applies, {} edits mid-analysis, {} violations; \
+             {} etcd pauses, Prometheus faults {:?}, {} unchanged re-applies, {} edits mid-analysis, \
+             {} good canaries turned bad; outcomes: {} promoted, {} rolled back ({} good ones by a \
+             Prometheus outage); {} violations; \
              a release took {mean:.1} s on average under faults, {:.1} s without\n\
              | release | image | kind | SIGKILLs | outcome | took | canary weights seen |\n\
              |---|---|---|---|---|---|---|\n{}",
             tally.kills,
             tally.apiserver_restarts,
+            tally.etcd_pauses,
+            tally.prometheus,
             tally.reapplies,
             tally.edits,
+            tally.flips,
+            outcomes(CanaryPhase::Succeeded),
+            outcomes(CanaryPhase::Failed),
+            tally.rolled_back_by_outage,
             tally.violations.len(),
             baseline.as_secs_f64(),
             tally.rows.join("\n")

@@ -11,6 +11,9 @@
 #                           SIGKILL one component (kube-apiserver, etcd, prometheus, ...),
 #                           wait PAUSE seconds (default 0), and start it again as it was
 #                           started; for the chaos run.
+#   cluster.sh pause DIR NAME SECONDS
+#                           SIGSTOP one component for SECONDS, then SIGCONT (a stalled
+#                           etcd disk, a paused VM); for the chaos run.
 #
 # Every run picks its own free ports and data directory, so two runs never collide.
 set -euo pipefail
@@ -366,14 +369,27 @@ cmd_restart() {
   eval "start $name $(cat "$dir/cmds/$name")"
 }
 
+# Stops one component's process group for a while, then lets it go on.
+cmd_pause() {
+  dir=${1:?usage: cluster.sh pause DIR NAME SECONDS}
+  local name=${2:?usage: cluster.sh pause DIR NAME SECONDS} seconds=${3:?usage: cluster.sh pause DIR NAME SECONDS} pid
+  [ -f "$dir/pids/$name" ] || die "no $name started in $dir"
+  pid=$(cat "$dir/pids/$name")
+  log "pausing $name for ${seconds}s"
+  kill -STOP -- "-$pid"
+  sleep "$seconds"
+  kill -CONT -- "-$pid"
+}
+
 case "${1:-}" in
   up) shift; cmd_up "$@" ;;
   restart) shift; cmd_restart "$@" ;;
+  pause) shift; cmd_pause "$@" ;;
   down)
     shift
     [ $# -gt 0 ] || { echo "usage: cluster.sh down DIR..." >&2; exit 2; }
     for d in "$@"; do cmd_down "$d"; done
     ;;
   env) shift; cat "${1:?usage: cluster.sh env DIR}/env" ;;
-  *) echo "usage: cluster.sh up [DIR] | down DIR | env DIR | restart DIR NAME [PAUSE]" >&2; exit 2 ;;
+  *) echo "usage: cluster.sh up [DIR] | down DIR | env DIR | restart DIR NAME [PAUSE] | pause DIR NAME SECONDS" >&2; exit 2 ;;
 esac

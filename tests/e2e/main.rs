@@ -8,6 +8,7 @@ mod chaos;
 mod conformance;
 mod dashboards;
 mod decisions;
+mod faults;
 mod fixture;
 mod gates;
 mod gatewayapi;

@@ -316,7 +316,8 @@ pub enum Direction {
     Either,
 }
 
-/// What a metric with no data (no samples, NaN, unreachable provider) counts as.
+/// What a metric with no data (no samples, or NaN) counts as; an unreachable provider
+/// always fails the check.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 #[schemars(transform = schema::drop_description)]
