@@ -73,6 +73,8 @@ struct Tally {
     prometheus: std::collections::BTreeMap<&'static str, usize>,
     /// Good canaries whose error rate flipped to 20% mid-analysis.
     flips: usize,
+    /// Canaries deleted mid-release (with `revertOnDeletion`) and applied again.
+    deletions: usize,
     /// Good releases rolled back because Prometheus answered 503 for longer than the
     /// threshold allows (an unreachable metrics server fails the check, as in Flagger).
     rolled_back_by_outage: usize,
@@ -230,6 +232,46 @@ async fn set_running_error_rate(rollout: &Rollout, rate: Option<f64>) {
     .unwrap();
 }
 
+/// Deletes the Canary (it has `revertOnDeletion`), waits until it and what it owned are
+/// gone, and applies it again, as someone who removes a release from serin's hands and
+/// gives it back: the new Canary adopts the target as its primary.
+async fn delete_and_apply_again(rollout: &Rollout, spec: &serde_json::Value) {
+    let canaries: Api<serin::api::Canary> = Api::namespaced(rollout.client.clone(), &rollout.ns);
+    canaries
+        .delete("podinfo", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(rollout.client.clone(), &rollout.ns);
+    crate::harness::eventually(
+        "the deleted Canary and its primary gone",
+        Duration::from_secs(120),
+        || async {
+            let canary = canaries
+                .get_opt("podinfo")
+                .await
+                .map_err(|e| e.to_string())?;
+            let primary = deployments
+                .get_opt("podinfo-primary")
+                .await
+                .map_err(|e| e.to_string())?;
+            match (canary, primary) {
+                (None, None) => Ok(()),
+                (c, p) => Err(format!(
+                    "Canary there: {}, primary there: {}",
+                    c.is_some(),
+                    p.is_some()
+                )),
+            }
+        },
+    )
+    .await;
+    rollout.apply("kustomize-controller", spec).await;
+    rollout
+        .await_phase(CanaryPhase::Initialized, Duration::from_secs(120))
+        .await;
+}
+
 /// A Prometheus fault for one release: which, from when, for how long.
 struct PrometheusWindow {
     fault: PrometheusFault,
@@ -282,6 +324,9 @@ async fn release(
     // A good canary that turns bad at its first step (20% errors from then on): the
     // release must be rolled back, though its first checks passed.
     let mut flip = faults && !bad && rng.uniform() < 0.2;
+    // The Canary deleted mid-analysis and applied again.
+    let delete = faults && rng.uniform() < 0.1;
+    let mut deleted = false;
     // Prometheus answering 503, slowly, NaN or nothing for a few seconds.
     let mut prometheus = (faults && rng.uniform() < 0.4).then(|| PrometheusWindow::draw(rng));
     let prometheus_fault = prometheus.as_ref().map(|w| w.fault);
@@ -342,6 +387,19 @@ async fn release(
             bad = true;
             set_running_error_rate(rollout, Some(0.2)).await;
             tally.flips += 1;
+        }
+        if delete && mid_analysis && status.canary_weight >= 20 {
+            deleted = true;
+            // The finalizer needs serin running.
+            if !running {
+                rollout.start_controller();
+            }
+            delete_and_apply_again(rollout, spec).await;
+            tally.deletions += 1;
+            break (
+                CanaryPhase::Initialized,
+                "deleted mid-release and applied again".to_string(),
+            );
         }
         if reapply && mid_analysis {
             reapply = false;
@@ -417,10 +475,14 @@ async fn release(
     // An unreachable metrics server fails the checks (as in Flagger): a 503 that lasts
     // past the threshold may roll a good release back, and must say so.
     let outage = !bad
+        && !deleted
         && phase == CanaryPhase::Failed
         && prometheus_fault == Some(PrometheusFault::Down)
         && message.contains("503");
-    if outage {
+    if deleted {
+        // Taken out of serin's hands: the target served everything (revertOnDeletion),
+        // and the Canary applied again adopted it, good or bad, as Flagger's does.
+    } else if outage {
         tally.rolled_back_by_outage += 1;
     } else if phase != expected {
         violation(format!(
@@ -428,8 +490,13 @@ async fn release(
         ));
     }
     let primary = Rollout::image(&rollout.deployment("podinfo-primary").await);
+    if deleted && !primary.ends_with(&format!(":{tag}")) {
+        violation(format!(
+            "the Canary applied again runs {primary} as its primary, not the target's {tag}"
+        ));
+    }
     for t in &tags {
-        if bad && primary.ends_with(&format!(":{t}")) {
+        if bad && !deleted && primary.ends_with(&format!(":{t}")) {
             violation(format!("the bad release {t} was promoted"));
         }
     }
@@ -455,7 +522,7 @@ async fn release(
         ))
         .await
         .len();
-    if (runs, pods) != (1, 1) {
+    if !deleted && (runs, pods) != (1, 1) {
         violation(format!(
             "the conformance test of {tag} ran {runs} Jobs and {pods} pods, not one"
         ));
@@ -469,6 +536,9 @@ async fn release(
     };
     if let Some(fault) = prometheus_fault {
         kind.push_str(&format!("; Prometheus {}", fault.label()));
+    }
+    if deleted {
+        kind.push_str("; Canary deleted and applied again");
     }
     if control_plane_at.is_none() && every > 0 && faults && index.is_multiple_of(every) {
         kind.push_str(if etcd {
@@ -499,6 +569,7 @@ async fn chaos(prefix: &str, releases: usize, seed: u64) {
         for metric in spec["spec"]["analysis"]["metrics"].as_array_mut().unwrap() {
             metric["noData"] = json!("hold");
         }
+        spec["spec"]["revertOnDeletion"] = json!(true);
         // serin queries Prometheus through the fault proxy.
         let mut rollout = Rollout::start_without_controller(client, &ns, 200);
         let proxy = PrometheusProxy::start(&rollout.env.prometheus_url).await;
@@ -540,7 +611,7 @@ async fn chaos(prefix: &str, releases: usize, seed: u64) {
         println!(
             "\nchaos seed {seed}: {releases} releases under faults, {} SIGKILLs, {} API server restarts, \
              {} etcd pauses, Prometheus faults {:?}, {} unchanged re-applies, {} edits mid-analysis, \
-             {} good canaries turned bad; outcomes: {} promoted, {} rolled back ({} good ones by a \
+             {} good canaries turned bad, {} Canaries deleted and applied again; outcomes: {} promoted, {} rolled back ({} good ones by a \
              Prometheus outage); {} violations; \
              a release took {mean:.1} s on average under faults, {:.1} s without\n\
              | release | image | kind | SIGKILLs | outcome | took | canary weights seen |\n\
@@ -552,6 +623,7 @@ async fn chaos(prefix: &str, releases: usize, seed: u64) {
             tally.reapplies,
             tally.edits,
             tally.flips,
+            tally.deletions,
             outcomes(CanaryPhase::Succeeded),
             outcomes(CanaryPhase::Failed),
             tally.rolled_back_by_outage,
