@@ -24,6 +24,10 @@ pub struct MetricResult {
     pub failure: Option<String>,
     /// The failure is that the query returned no data (no series or NaN).
     pub no_data: bool,
+    /// The failure is that the metrics server could not answer (unreachable, timed out,
+    /// or answered something that is not a query result): with `noData: hold` the round
+    /// waits for it, as it waits for data.
+    pub outage: bool,
     /// What no data counts as for this metric after the first window (`noData`).
     pub no_data_policy: NoDataPolicy,
 }
@@ -191,6 +195,7 @@ pub async fn check(
         value: None,
         failure: Some(failure),
         no_data: false,
+        outage: false,
         no_data_policy: metric.no_data(),
     };
     let (query, server) = match resolve(client, canary, metric, default_address).await {
@@ -209,10 +214,12 @@ pub async fn check(
             name,
             value: Some(value),
             no_data: false,
+            outage: false,
             no_data_policy: metric.no_data(),
         },
         Err(e) => MetricResult {
             no_data: matches!(e, QueryError::NoData | QueryError::NaN),
+            outage: e.is_outage(),
             ..fail(format!("{name}: {e}"))
         },
     }

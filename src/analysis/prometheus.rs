@@ -24,6 +24,15 @@ pub enum QueryError {
 }
 
 impl QueryError {
+    /// The server could not answer the query (down, overloaded, or a proxy's error page
+    /// in its place), as opposed to answering it: says nothing about the release.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            QueryError::Unreachable { .. } | QueryError::Malformed { .. }
+        )
+    }
+
     /// A short label for metrics and events.
     pub fn label(&self) -> &'static str {
         match self {
@@ -83,6 +92,14 @@ impl PrometheusProvider {
 
     fn failed(&self, e: PromError) -> QueryError {
         match e {
+            // Prometheus' own 503s: the query timed out, was cancelled, or the server is
+            // not ready (starting, replaying its WAL).
+            PromError::Prometheus(p) if p.is_timeout() || p.is_canceled() || p.is_unavailable() => {
+                QueryError::Unreachable {
+                    address: self.address.clone(),
+                    reason: p.to_string(),
+                }
+            }
             PromError::Prometheus(e) => QueryError::Rejected(e.to_string()),
             // Reached, but the body is not Prometheus' JSON (a proxy's error page, a cut
             // answer, an unknown result type).

@@ -107,9 +107,13 @@ pub fn of_checks(results: &[MetricResult], in_first_window: bool) -> Verdict {
         .filter_map(|r| r.failure.as_deref())
         .collect::<Vec<_>>()
         .join("; ");
-    let counted = failed
-        .iter()
-        .find(|r| !(r.no_data && policy(r) == NoDataPolicy::Hold));
+    // An outage of the metrics server holds only where the metric itself says `hold`
+    // (never `pass`: no answer is never a pass, and the first window does not excuse it).
+    let held = |r: &MetricResult| {
+        (r.no_data && policy(r) == NoDataPolicy::Hold)
+            || (r.outage && r.no_data_policy == NoDataPolicy::Hold)
+    };
+    let counted = failed.iter().find(|r| !held(r));
     match counted {
         Some(decided) => Verdict::Fail(Finding {
             metric: Some(decided.name.clone()),
@@ -119,7 +123,11 @@ pub fn of_checks(results: &[MetricResult], in_first_window: bool) -> Verdict {
         None => Verdict::Hold(Finding {
             metric: Some(first.name.clone()),
             value: None,
-            message: if in_first_window {
+            message: if failed.iter().any(|r| r.outage) {
+                format!(
+                    "holding while the metrics server does not answer (noData: hold): {message}"
+                )
+            } else if in_first_window {
                 format!("waiting for the first metric window: {message}")
             } else {
                 format!("holding for data (noData: hold): {message}")
@@ -192,6 +200,7 @@ mod tests {
             value: Some(value),
             failure: None,
             no_data: false,
+            outage: false,
             no_data_policy: NoDataPolicy::Fail,
         }
     }
@@ -209,8 +218,55 @@ mod tests {
             value: None,
             failure: Some(format!("{name}: no data")),
             no_data: true,
+            outage: false,
             no_data_policy: NoDataPolicy::Fail,
         }
+    }
+
+    fn outage_with(name: &str, policy: NoDataPolicy) -> MetricResult {
+        MetricResult {
+            name: name.into(),
+            value: None,
+            failure: Some(format!(
+                "{name}: Prometheus at http://prometheus:9090 is unreachable"
+            )),
+            no_data: false,
+            outage: true,
+            no_data_policy: policy,
+        }
+    }
+
+    #[test]
+    fn a_metrics_server_that_does_not_answer_holds_only_a_metric_that_says_hold() {
+        let held = of_checks(&[outage_with("rate", NoDataPolicy::Hold)], false);
+        assert!(
+            matches!(&held, Verdict::Hold(f) if f.message.starts_with("holding while the metrics server does not answer (noData: hold): rate: Prometheus")),
+            "{held:?}"
+        );
+        for in_first_window in [true, false] {
+            for policy in [NoDataPolicy::Fail, NoDataPolicy::Pass] {
+                assert!(
+                    matches!(
+                        of_checks(&[outage_with("rate", policy)], in_first_window),
+                        Verdict::Fail(_)
+                    ),
+                    "no answer is never a pass ({policy:?}, first window {in_first_window})"
+                );
+            }
+        }
+        assert!(
+            matches!(
+                of_checks(
+                    &[
+                        outage_with("rate", NoDataPolicy::Hold),
+                        failed("latency", 900.0, "latency too high")
+                    ],
+                    false
+                ),
+                Verdict::Fail(f) if f.metric.as_deref() == Some("latency")
+            ),
+            "an answer that fails still counts"
+        );
     }
 
     fn no_data_with(name: &str, policy: NoDataPolicy) -> MetricResult {

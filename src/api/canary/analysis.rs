@@ -218,8 +218,8 @@ pub struct CanaryMetric {
 
     /// What a check whose query returns no data (no series, or NaN) counts as: fail,
     /// hold (the step waits, nothing is counted) or pass (default fail). While the canary
-    /// has had traffic for less than the metric window, no data holds whatever this says
-    /// (serin addition).
+    /// has had traffic for less than the metric window, no data holds whatever this says.
+    /// `hold` also waits out a metrics server that does not answer (serin addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_data: Option<NoDataPolicy>,
 }
@@ -316,8 +316,8 @@ pub enum Direction {
     Either,
 }
 
-/// What a metric with no data (no samples, or NaN) counts as; an unreachable provider
-/// always fails the check.
+/// What a metric with no data (no samples, or NaN) counts as; `hold` also waits out a
+/// metrics server that does not answer, which otherwise fails the check.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 #[schemars(transform = schema::drop_description)]
