@@ -75,9 +75,6 @@ struct Tally {
     flips: usize,
     /// Canaries deleted mid-release (with `revertOnDeletion`) and applied again.
     deletions: usize,
-    /// Good releases rolled back because Prometheus answered 503 for longer than the
-    /// threshold allows (an unreachable metrics server fails the check, as in Flagger).
-    rolled_back_by_outage: usize,
     /// The manifests re-applied unchanged mid-release, as a GitOps tool does.
     reapplies: usize,
     /// The target edited again mid-analysis.
@@ -472,18 +469,9 @@ async fn release(
     } else {
         CanaryPhase::Succeeded
     };
-    // An unreachable metrics server fails the checks (as in Flagger): a 503 that lasts
-    // past the threshold may roll a good release back, and must say so.
-    let outage = !bad
-        && !deleted
-        && phase == CanaryPhase::Failed
-        && prometheus_fault == Some(PrometheusFault::Down)
-        && message.contains("503");
     if deleted {
         // Taken out of serin's hands: the target served everything (revertOnDeletion),
         // and the Canary applied again adopted it, good or bad, as Flagger's does.
-    } else if outage {
-        tally.rolled_back_by_outage += 1;
     } else if phase != expected {
         violation(format!(
             "{tag} ended {phase}, its metrics call for {expected}: {message}"
@@ -500,7 +488,7 @@ async fn release(
             violation(format!("the bad release {t} was promoted"));
         }
     }
-    if !bad && !outage && !primary.ends_with(&format!(":{tag}")) {
+    if !bad && !deleted && !primary.ends_with(&format!(":{tag}")) {
         violation(format!(
             "the primary runs {primary}, not the last good edit {tag}"
         ));
@@ -548,9 +536,8 @@ async fn release(
         });
     }
     tally.rows.push(format!(
-        "| {index} | {} | {kind} | {kills} | {phase}{} | {:.1} s | {:?} |",
+        "| {index} | {} | {kind} | {kills} | {phase} | {:.1} s | {:?} |",
         tags.join(" then "),
-        if outage { " (Prometheus 503)" } else { "" },
         took.as_secs_f64(),
         seen.weights
     ));
@@ -564,8 +551,8 @@ async fn chaos(prefix: &str, releases: usize, seed: u64) {
         let mut spec = canary_spec(2);
         spec["spec"]["analysis"]["conformanceTests"] =
             json!([conformance_test("smoke", "1s", json!({}))]);
-        // A Prometheus that answers NaN or nothing holds the analysis instead of failing
-        // it: such gaps are not evidence against the release.
+        // A Prometheus that answers NaN, nothing or not at all holds the analysis instead
+        // of failing it: such gaps are not evidence against the release.
         for metric in spec["spec"]["analysis"]["metrics"].as_array_mut().unwrap() {
             metric["noData"] = json!("hold");
         }
@@ -611,8 +598,7 @@ async fn chaos(prefix: &str, releases: usize, seed: u64) {
         println!(
             "\nchaos seed {seed}: {releases} releases under faults, {} SIGKILLs, {} API server restarts, \
              {} etcd pauses, Prometheus faults {:?}, {} unchanged re-applies, {} edits mid-analysis, \
-             {} good canaries turned bad, {} Canaries deleted and applied again; outcomes: {} promoted, {} rolled back ({} good ones by a \
-             Prometheus outage); {} violations; \
+             {} good canaries turned bad, {} Canaries deleted and applied again; outcomes: {} promoted, {} rolled back; {} violations; \
              a release took {mean:.1} s on average under faults, {:.1} s without\n\
              | release | image | kind | SIGKILLs | outcome | took | canary weights seen |\n\
              |---|---|---|---|---|---|---|\n{}",
@@ -626,7 +612,6 @@ async fn chaos(prefix: &str, releases: usize, seed: u64) {
             tally.deletions,
             outcomes(CanaryPhase::Succeeded),
             outcomes(CanaryPhase::Failed),
-            tally.rolled_back_by_outage,
             tally.violations.len(),
             baseline.as_secs_f64(),
             tally.rows.join("\n")
