@@ -75,6 +75,8 @@ struct Tally {
     flips: usize,
     /// Canaries deleted mid-release (with `revertOnDeletion`) and applied again.
     deletions: usize,
+    /// Outcomes of the releases under faults.
+    outcomes: std::collections::BTreeMap<String, usize>,
     /// The manifests re-applied unchanged mid-release, as a GitOps tool does.
     reapplies: usize,
     /// The target edited again mid-analysis.
@@ -326,7 +328,8 @@ async fn release(
     let mut deleted = false;
     // Prometheus answering 503, slowly, NaN or nothing for a few seconds.
     let mut prometheus = (faults && rng.uniform() < 0.4).then(|| PrometheusWindow::draw(rng));
-    let prometheus_fault = prometheus.as_ref().map(|w| w.fault);
+    // The Prometheus fault, once it has started.
+    let mut prometheus_fault = None;
     // The revision analysed when the target was edited: the release ends with another.
     let mut edited_from: Option<String> = None;
     let mut seen = Seen::default();
@@ -361,6 +364,7 @@ async fn release(
                 prometheus = None;
             } else if now >= window.from {
                 proxy.set(window.fault);
+                prometheus_fault = Some(window.fault);
             }
         }
         let Some(status) = status(rollout).await else {
@@ -445,6 +449,9 @@ async fn release(
     };
     let took = started.elapsed();
     tally.kills += kills;
+    if faults {
+        *tally.outcomes.entry(phase.to_string()).or_default() += 1;
+    }
     // The faults end with the release: the next one starts clean.
     proxy.set(PrometheusFault::None);
     if let Some(fault) = prometheus_fault {
@@ -588,17 +595,10 @@ async fn chaos(prefix: &str, releases: usize, seed: u64) {
             });
         }
         let mean = took.iter().sum::<f64>() / took.len().max(1) as f64;
-        let outcomes = |phase| {
-            tally
-                .rows
-                .iter()
-                .filter(|r| r.contains(&format!("| {phase}")))
-                .count()
-        };
         println!(
             "\nchaos seed {seed}: {releases} releases under faults, {} SIGKILLs, {} API server restarts, \
              {} etcd pauses, Prometheus faults {:?}, {} unchanged re-applies, {} edits mid-analysis, \
-             {} good canaries turned bad, {} Canaries deleted and applied again; outcomes: {} promoted, {} rolled back; {} violations; \
+             {} good canaries turned bad, {} Canaries deleted and applied again; outcomes {:?}; {} violations; \
              a release took {mean:.1} s on average under faults, {:.1} s without\n\
              | release | image | kind | SIGKILLs | outcome | took | canary weights seen |\n\
              |---|---|---|---|---|---|---|\n{}",
@@ -610,8 +610,7 @@ async fn chaos(prefix: &str, releases: usize, seed: u64) {
             tally.edits,
             tally.flips,
             tally.deletions,
-            outcomes(CanaryPhase::Succeeded),
-            outcomes(CanaryPhase::Failed),
+            tally.outcomes,
             tally.violations.len(),
             baseline.as_secs_f64(),
             tally.rows.join("\n")
