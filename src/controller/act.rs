@@ -376,7 +376,7 @@ pub async fn publish(ctx: &Context, canary: &Canary, event: &crate::rollout::pla
         },
         action: Some("Rollout".to_string()),
         reason: Some(event.reason.to_string()),
-        note: Some(event.message.clone()),
+        note: Some(event_note(&event.message)),
         type_: Some(if event.warning() { "Warning" } else { "Normal" }.to_string()),
         event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
             now,
@@ -405,9 +405,40 @@ pub async fn publish(ctx: &Context, canary: &Canary, event: &crate::rollout::pla
     true
 }
 
+/// The API server refuses an Event whose note is longer than 1024 bytes (and the event
+/// would be lost): a longer message, such as two metrics quoting a Prometheus error each,
+/// is cut at a character boundary and ends with "…". Status, logs and notifications keep
+/// the whole message.
+fn event_note(message: &str) -> String {
+    const LIMIT: usize = 1024;
+    if message.len() <= LIMIT {
+        return message.to_string();
+    }
+    let ellipsis = "…";
+    let mut end = LIMIT - ellipsis.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ellipsis}", &message[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_note_fits_the_api_servers_limit_of_1024_bytes() {
+        assert_eq!(event_note("Holding at weight 10"), "Holding at weight 10");
+        let long = "request-success-rate: Prometheus at http://prometheus:9090 is unreachable; "
+            .repeat(30);
+        let note = event_note(&long);
+        assert!(note.len() <= 1024, "{} bytes", note.len());
+        assert!(note.ends_with('…'));
+        assert!(long.starts_with(note.trim_end_matches('…')));
+        let wide = "é".repeat(1000);
+        let note = event_note(&wide);
+        assert!(note.len() <= 1024 && note.starts_with("éé") && note.ends_with('…'));
+    }
     use crate::rollout::fixtures::{Clock, analysing_rev_b, plan_with, rev_b_ready};
     use crate::rollout::plan::{Gates, Verdict};
     use k8s_openapi::api::apps::v1::DeploymentSpec;

@@ -564,8 +564,11 @@ async fn chaos(prefix: &str, releases: usize, seed: u64) {
             metric["noData"] = json!("hold");
         }
         spec["spec"]["revertOnDeletion"] = json!(true);
-        // serin queries Prometheus through the fault proxy.
-        let mut rollout = Rollout::start_without_controller(client, &ns, 200);
+        // serin queries Prometheus through the fault proxy. At 1,000 requests a second
+        // the first check (2 s of a 10% canary: 200 requests) cannot fail a good
+        // release's 0.1% errors by chance: that takes 3 errors (P about 0.1%), where at
+        // 200 requests a second one error in 40 requests (P about 4%) read 97.5%.
+        let mut rollout = Rollout::start_without_controller(client, &ns, 1000);
         let proxy = PrometheusProxy::start(&rollout.env.prometheus_url).await;
         rollout.env.prometheus_url = proxy.url.clone();
         rollout.start_controller();

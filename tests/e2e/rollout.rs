@@ -334,6 +334,72 @@ async fn with_prometheus_unreachable_the_checks_fail_and_nothing_is_promoted() {
 }
 
 #[tokio::test]
+async fn with_no_data_hold_a_prometheus_outage_holds_the_weight_and_the_release_goes_on_after_it() {
+    with_namespace("e2e-promhold", |client, ns| async move {
+        let rollout = Rollout::start(client, &ns).await;
+        // This Canary reads Prometheus through a proxy that the test makes answer 503.
+        let proxy = crate::faults::PrometheusProxy::start(&rollout.env.prometheus_url).await;
+        rollout
+            .apply_app("kustomize-controller", "6.0.0", 0.001, 40.0)
+            .await;
+        let mut spec = canary_spec(2);
+        spec["spec"]["metricsServer"] = serde_json::json!(proxy.url);
+        for metric in spec["spec"]["analysis"]["metrics"].as_array_mut().unwrap() {
+            metric["noData"] = serde_json::json!("hold");
+        }
+        rollout.apply("kustomize-controller", &spec).await;
+        rollout.await_phase(CanaryPhase::Initialized, SETTLE).await;
+
+        rollout
+            .apply_app("kustomize-controller", "6.0.1", 0.001, 40.0)
+            .await;
+        await_weight(&rollout, 20).await;
+        proxy.set(crate::faults::PrometheusFault::Down);
+        // A round in flight may still step once; then the weight holds.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let held = rollout.canary().await.status.unwrap();
+        let until = Instant::now() + Duration::from_secs(6);
+        while Instant::now() < until {
+            let status = rollout.canary().await.status.unwrap();
+            assert_eq!(
+                status.phase,
+                CanaryPhase::Progressing,
+                "{:?}",
+                status.message
+            );
+            assert_eq!(
+                status.canary_weight, held.canary_weight,
+                "no step while Prometheus does not answer: {:?}",
+                status.message
+            );
+            assert_eq!(status.failed_checks, 0, "an outage is not a failed check");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let message = rollout
+            .canary()
+            .await
+            .status
+            .unwrap()
+            .message
+            .unwrap_or_default();
+        assert!(
+            message.contains("holding while the metrics server does not answer"),
+            "the status says why it holds: {message}"
+        );
+
+        proxy.set(crate::faults::PrometheusFault::None);
+        rollout.await_phase(CanaryPhase::Succeeded, SETTLE).await;
+        assert_eq!(
+            Rollout::image(&rollout.deployment("podinfo-primary").await),
+            format!("{IMAGE}:6.0.1"),
+            "the release was promoted once Prometheus answered again"
+        );
+        rollout.assert_no_request_reached_an_unready_backend().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_controller_killed_mid_analysis_resumes_and_promotes() {
     with_namespace("e2e-kill", |client, ns| async move {
         let mut rollout = Rollout::start(client, &ns).await;
