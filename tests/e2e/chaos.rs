@@ -449,6 +449,16 @@ async fn release(
     };
     let took = started.elapsed();
     tally.kills += kills;
+    // The status is written before the route: the route follows within moments (after
+    // a restart, if serin was killed in between). The next release starts once it has.
+    let ended = Instant::now();
+    let settled = loop {
+        match rollout.vs_weights().await {
+            Some((100, 0)) => break true,
+            _ if ended.elapsed() > Duration::from_secs(30) => break false,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
     if faults {
         *tally.outcomes.entry(phase.to_string()).or_default() += 1;
     }
@@ -502,6 +512,12 @@ async fn release(
     }
     if let Some(why) = seen.step_repeated() {
         violation(why);
+    }
+    if !settled {
+        violation(format!(
+            "the route still sends {:?} 30 s after the release ended",
+            rollout.vs_weights().await
+        ));
     }
     let revision = applied(rollout).await.unwrap_or_default();
     let jobs: Api<Job> = Api::namespaced(rollout.client.clone(), &rollout.ns);
