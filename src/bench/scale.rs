@@ -423,6 +423,28 @@ pub async fn run(config: &ScaleConfig) -> Result<Report> {
         )
         .await?;
     let result = measure(config, &env, &client, &ns).await;
+    // The benchmark's controller is gone with `measure`: its finalizers would keep the
+    // namespace terminating (and its pods loading the control plane) forever.
+    let canaries: Api<Canary> = Api::namespaced(client.clone(), &ns);
+    if let Ok(list) = canaries.list_metadata(&Default::default()).await {
+        let release = json!({"metadata": {"finalizers": null}});
+        futures::stream::iter(list.items)
+            .map(|c| {
+                let (canaries, release) = (&canaries, &release);
+                async move {
+                    let _ = canaries
+                        .patch(
+                            &c.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(release),
+                        )
+                        .await;
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+    }
     let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
     result
 }
