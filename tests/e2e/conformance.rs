@@ -102,13 +102,7 @@ async fn a_step_test_that_fails_rolls_the_release_back_quoting_it() {
             weights.iter().all(|w| *w <= 10),
             "no step beyond the first while its test failed: {weights:?}"
         );
-        let message = rollout
-            .canary()
-            .await
-            .status
-            .unwrap()
-            .message
-            .unwrap_or_default();
+        let message = rollout.status_message().await;
         assert!(
             message.contains("conformance test load failed")
                 && message.contains("p99 850ms over the 500ms budget"),

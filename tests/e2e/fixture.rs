@@ -238,6 +238,15 @@ impl Rollout {
             .unwrap()
     }
 
+    /// The Canary's `status.message` ("" if none).
+    pub async fn status_message(&self) -> String {
+        self.canary()
+            .await
+            .status
+            .and_then(|s| s.message)
+            .unwrap_or_default()
+    }
+
     pub async fn deployment(&self, name: &str) -> Deployment {
         Api::<Deployment>::namespaced(self.client.clone(), &self.ns)
             .get(name)

@@ -375,13 +375,7 @@ async fn with_no_data_hold_a_prometheus_outage_holds_the_weight_and_the_release_
             assert_eq!(status.failed_checks, 0, "an outage is not a failed check");
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let message = rollout
-            .canary()
-            .await
-            .status
-            .unwrap()
-            .message
-            .unwrap_or_default();
+        let message = rollout.status_message().await;
         assert!(
             message.contains("holding while the metrics server does not answer"),
             "the status says why it holds: {message}"
