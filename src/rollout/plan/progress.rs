@@ -156,22 +156,7 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
     match verdict {
         Verdict::Rollback(why) => b.rollback(why),
         Verdict::Fail(why) => {
-            b.status.failed_checks += 1;
-            let failed = u32::try_from(b.status.failed_checks).unwrap_or(0);
-            b.finding(
-                Severity::Warn,
-                reasons::CHECK_FAILED,
-                format!("Halt advancement: {why} (failed checks {failed}/{threshold})"),
-                why,
-            );
-            if failed >= threshold {
-                let reason = Finding {
-                    message: format!("failed checks threshold reached {failed}/{threshold}: {why}"),
-                    ..why.clone()
-                };
-                b.rollback(&reason);
-            } else {
-                b.status.message = Some(format!("check failed ({failed}/{threshold}): {why}"));
+            if !failed_check(b, why, threshold, "Halt advancement", "check failed") {
                 b.requeue = if waiting_promotion {
                     POLL
                 } else {
@@ -448,12 +433,33 @@ fn conformance_passed_before_traffic(b: &mut Builder<'_>, target: &Target) -> bo
 
 /// A `pre-rollout` webhook failed: a failed check, and a rollback at `threshold`.
 fn pre_rollout_failed(b: &mut Builder<'_>, why: &Finding, threshold: u32) {
+    if !failed_check(
+        b,
+        why,
+        threshold,
+        "Pre-rollout check failed",
+        "pre-rollout check failed",
+    ) {
+        b.requeue = b.interval();
+    }
+}
+
+/// Counts one failed check: a `CheckFailed` event (`event: why (failed checks n/t)`),
+/// and a rollback once `threshold` is reached, else `status: (n/t) why` in the status
+/// message. Returns whether it rolled back.
+fn failed_check(
+    b: &mut Builder<'_>,
+    why: &Finding,
+    threshold: u32,
+    event: &str,
+    status: &str,
+) -> bool {
     b.status.failed_checks += 1;
     let failed = u32::try_from(b.status.failed_checks).unwrap_or(0);
     b.finding(
         Severity::Warn,
         reasons::CHECK_FAILED,
-        format!("Pre-rollout check failed: {why} (failed checks {failed}/{threshold})"),
+        format!("{event}: {why} (failed checks {failed}/{threshold})"),
         why,
     );
     if failed >= threshold {
@@ -461,11 +467,10 @@ fn pre_rollout_failed(b: &mut Builder<'_>, why: &Finding, threshold: u32) {
             message: format!("failed checks threshold reached {failed}/{threshold}: {why}"),
             ..why.clone()
         });
+        true
     } else {
-        b.status.message = Some(format!(
-            "pre-rollout check failed ({failed}/{threshold}): {why}"
-        ));
-        b.requeue = b.interval();
+        b.status.message = Some(format!("{status} ({failed}/{threshold}): {why}"));
+        false
     }
 }
 
