@@ -41,7 +41,8 @@ async fn an_error_rate_that_doubles_under_a_99_percent_threshold_is_rolled_back_
         );
         // Flagger's check over a short window is noisy while the canary's series are
         // young and may fail once; the failures that reach the threshold are the judge's.
-        let events = rollout.events().await;
+        // The status is written before the events: wait for the rollback's.
+        let events = rollout.await_event("RolledBack").await;
         let statistical = events
             .iter()
             .filter(|(_, _, note)| note.contains("judge score") || note.contains("sequential test"))
