@@ -15,8 +15,10 @@ use evidence::{call_webhooks, conformance, gather};
 
 use futures::StreamExt;
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client, ResourceExt,
+    api::ListParams,
     runtime::{
         Controller,
         controller::Action,
@@ -385,6 +387,29 @@ async fn cleanup(canary: &Canary, ctx: &Context) -> Result<Action> {
     {
         return Err(Error::Revert(
             "waiting for the target to be ready before giving it the traffic",
+        ));
+    }
+    // The Deployment's status can still count pods that are being deleted (the target
+    // was scaled down moments ago): the traffic moves only to pods that serve.
+    let pods: Api<Pod> =
+        Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
+    let selector = crate::workloads::deployment::target_selector(target)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::Read)?;
+    if let plan::Readiness::NotReady(why) = crate::workloads::deployment::pods_serving(
+        &pods.items,
+        replicas,
+        canary.spec.analysis.canary_ready_threshold(),
+    ) {
+        info!(%why, "waiting for the target's pods before giving them the traffic");
+        return Err(Error::Revert(
+            "waiting for the target's pods to be ready before giving them the traffic",
         ));
     }
     // The apex Service now selects the target's pods and is left in place; the routes

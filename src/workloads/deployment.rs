@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec},
-        core::v1::{Service, ServicePort, ServiceSpec},
+        core::v1::{Pod, Service, ServicePort, ServiceSpec},
     },
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
@@ -163,6 +163,31 @@ pub fn readiness(deployment: &Deployment, threshold: u32) -> Readiness {
     Readiness::Ready
 }
 
+/// Whether enough of `pods` (percent `threshold` of `replicas`) serve: Ready and not
+/// terminating, as a mesh's endpoints count them. A Deployment's status is derived from
+/// its ReplicaSets' and can, for a moment, still count pods that are being deleted (a
+/// target scaled down and straight back up), so a switch of all traffic checks the pods
+/// themselves.
+pub fn pods_serving(pods: &[Pod], replicas: i32, threshold: u32) -> Readiness {
+    let serving = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count();
+    let needed = (i64::from(replicas) * i64::from(threshold) + 99) / 100;
+    if (serving as i64) < needed.max(1) {
+        return Readiness::NotReady(format!(
+            "{serving} of {replicas} pods ready and not terminating"
+        ));
+    }
+    Readiness::Ready
+}
+
 /// A ClusterIP Service `name` for the Canary's port, selecting `selector`, with the
 /// labels and annotations of `meta`; owned by the Canary when `owned`.
 pub fn build_service(
@@ -257,6 +282,31 @@ mod tests {
             "status": status
         }))
         .unwrap()
+    }
+
+    fn pod(ready: bool, terminating: bool) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "deletionTimestamp": terminating.then_some("2026-12-02T07:00:00Z")},
+            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pods_that_are_being_deleted_do_not_serve_even_while_still_ready() {
+        let pods = [pod(true, true), pod(true, true), pod(true, false)];
+        assert_eq!(
+            pods_serving(&pods, 2, 100),
+            Readiness::NotReady("1 of 2 pods ready and not terminating".into())
+        );
+        assert_eq!(pods_serving(&pods, 2, 50), Readiness::Ready);
+    }
+
+    #[test]
+    fn ready_pods_that_are_not_terminating_serve() {
+        let pods = [pod(true, false), pod(false, false), pod(true, false)];
+        assert_eq!(pods_serving(&pods, 2, 100), Readiness::Ready);
+        assert!(!pods_serving(&[], 2, 100).is_ready());
     }
 
     #[test]
