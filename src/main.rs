@@ -188,6 +188,11 @@ enum Bench {
         /// Print the markdown row of docs/benchmarks.md too.
         #[arg(long)]
         markdown: bool,
+        /// Run the controller under this command, split at spaces (a profiler, e.g.
+        /// `heaptrack -o /tmp/serin-heap`); RSS and CPU are then read from the serin
+        /// process it starts.
+        #[arg(long)]
+        wrap: Option<String>,
     },
 }
 
@@ -406,6 +411,7 @@ fn main() -> anyhow::Result<()> {
             idle,
             rps,
             markdown,
+            wrap,
         }) => {
             use serin::bench::scale;
             let config = scale::ScaleConfig {
@@ -413,6 +419,7 @@ fn main() -> anyhow::Result<()> {
                 interval,
                 idle,
                 rps,
+                wrap,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

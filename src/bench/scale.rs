@@ -60,6 +60,8 @@ pub struct ScaleConfig {
     pub idle: Duration,
     /// Requests per second the simulator sends through each route.
     pub rps: u64,
+    /// A command the controller runs under (a profiler), split at spaces.
+    pub wrap: Option<String>,
 }
 
 /// The figures of one run.
@@ -79,6 +81,11 @@ pub struct Report {
     pub prometheus_queries_per_second: f64,
     pub detection: Percentiles,
     pub lateness: Percentiles,
+    /// CPU seconds each process used during the releases (serin, the simulator and the
+    /// local control plane's), highest first.
+    pub release_cpu: Vec<(String, f64)>,
+    /// serin's reconcile durations over the whole run, from its own histogram.
+    pub reconcile: Percentiles,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -137,7 +144,9 @@ impl Report {
              idle {:.0} s, API requests by verb: {} ({} other than watches)\n\
              Prometheus queries/s during releases: {:.2}\n\
              detection (target change -> Progressing): p50 {:.2} s, p99 {:.2} s (n={})\n\
-             step lateness (behind the interval): p50 {:.2} s, p99 {:.2} s (n={})\n",
+             step lateness (behind the interval): p50 {:.2} s, p99 {:.2} s (n={})\n\
+             serin's reconciles: p50 <= {} s, p99 <= {} s (n={}, bucket bounds)\n\
+             CPU during the releases ({:.0} s on {} cores): {}\n",
             self.canaries,
             self.rss_mib,
             self.peak_rss_mib,
@@ -156,6 +165,19 @@ impl Report {
             self.lateness.p50,
             self.lateness.p99,
             self.lateness.count,
+            self.reconcile.p50,
+            self.reconcile.p99,
+            self.reconcile.count,
+            self.release_seconds,
+            cores(),
+            self.release_cpu
+                .iter()
+                .map(|(name, s)| format!(
+                    "{name} {s:.1} s ({:.0}%)",
+                    100.0 * s / (self.release_seconds * cores() as f64).max(1.0)
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
         )
     }
 
@@ -180,7 +202,12 @@ impl Report {
 
 pub const TABLE_HEADER: &str = "| canaries | RSS MiB | CPU s | writes in releases | writes/release | idle requests (non-watch) | Prometheus queries/s | detection p50 / p99 s | step lateness p50 / p99 s |\n|---|---|---|---|---|---|---|---|---|";
 
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 struct Env {
+    pids: PathBuf,
     prometheus_url: String,
     targets: String,
     audit_log: PathBuf,
@@ -192,6 +219,7 @@ fn env() -> Result<Env> {
     var("KUBECONFIG")?;
     let dir = PathBuf::from(var("SERIN_E2E_DIR")?);
     Ok(Env {
+        pids: dir.join("pids"),
         prometheus_url: var("SERIN_PROMETHEUS_URL")?,
         targets: var("SERIN_PROMETHEUS_TARGETS")?,
         audit_log: var("SERIN_E2E_AUDIT_LOG")?.into(),
@@ -383,6 +411,107 @@ fn cpu_seconds(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The processes whose CPU the report shows: `named` and every process of the local
+/// control plane (`cluster.sh` records one pid per process in its `pids` directory).
+fn processes<'a>(
+    pids: &Path,
+    named: impl IntoIterator<Item = (&'a str, u32)>,
+) -> Vec<(String, u32)> {
+    let mut all: Vec<(String, u32)> = named.into_iter().map(|(n, p)| (n.to_string(), p)).collect();
+    if let Ok(entries) = std::fs::read_dir(pids) {
+        for entry in entries.flatten() {
+            let pid = std::fs::read_to_string(entry.path())
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            if let Some(pid) = pid {
+                all.push((entry.file_name().to_string_lossy().into_owned(), pid));
+            }
+        }
+    }
+    all
+}
+
+/// The pid of the serin process a wrapper (a profiler) started: a descendant of
+/// `wrapper` whose name is `serin`.
+async fn serin_under(wrapper: u32) -> Result<u32> {
+    let parent_of = |pid: u32| -> Option<(String, u32)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (head, rest) = stat.rsplit_once(')')?;
+        let name = head.split_once('(')?.1.to_string();
+        Some((name, rest.split_whitespace().nth(1)?.parse().ok()?))
+    };
+    for _ in 0..100 {
+        let found = std::fs::read_dir("/proc")
+            .map_err(|e| Error::Io("/proc".into(), e))?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| {
+                let Some((name, mut parent)) = parent_of(*pid) else {
+                    return false;
+                };
+                if name != "serin" {
+                    return false;
+                }
+                while parent > 1 {
+                    if parent == wrapper {
+                        return true;
+                    }
+                    parent = parent_of(parent).map_or(0, |(_, p)| p);
+                }
+                false
+            });
+        if let Some(pid) = found {
+            return Ok(pid);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(Error::Timeout(
+        Duration::from_secs(10),
+        "the wrapped serin process".into(),
+    ))
+}
+
+/// p50 and p99 (upper bucket bounds) of `serin_reconcile_duration_seconds`, from the
+/// controller's /metrics; empty when it cannot be read.
+async fn reconcile_durations(listen: &str) -> Percentiles {
+    let Ok(response) = reqwest::get(format!("http://{listen}/metrics")).await else {
+        return Percentiles::default();
+    };
+    let text = response.text().await.unwrap_or_default();
+    histogram_percentiles(&text, "serin_reconcile_duration_seconds")
+}
+
+/// Nearest-bucket p50 and p99 of a Prometheus text-format histogram: the upper bound of
+/// the first bucket holding that share of the observations.
+fn histogram_percentiles(text: &str, name: &str) -> Percentiles {
+    let prefix = format!("{name}_bucket{{");
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    let at = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, n)| *n >= q * total)
+            .map_or(0.0, |(le, _)| *le)
+    };
+    Percentiles {
+        p50: at(0.5),
+        p99: at(0.99),
+        count: total as usize,
+    }
+}
+
 /// Queries Prometheus has answered so far (its own counter).
 async fn prometheus_queries(url: &str) -> Result<f64> {
     let body: Value = reqwest::Client::new()
@@ -454,7 +583,7 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
     let exe = std::env::current_exe().map_err(|e| Error::Io("the serin binary".into(), e))?;
     let sim_exe = exe.with_file_name("serin-trafficsim");
     let rps = config.rps.to_string();
-    let _sim = spawn(
+    let sim = spawn(
         &sim_exe,
         &[
             "--namespace",
@@ -466,23 +595,43 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
         ],
         &env.logs.join(format!("trafficsim-{ns}.log")),
     )?;
+    let sim_pid = sim.id().unwrap_or(0);
+    // A free port for serin's /metrics, read at the end for its reconcile durations.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| Error::Io("a free port".into(), e))?
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let exe_path = exe.display().to_string();
+    let mut command: Vec<&str> = config
+        .wrap
+        .as_deref()
+        .map(|w| w.split_whitespace().collect())
+        .unwrap_or_default();
+    command.extend([
+        exe_path.as_str(),
+        "run",
+        "--namespace",
+        ns,
+        "--metrics-server",
+        &env.prometheus_url,
+        "--listen",
+        &listen,
+        "--leader-elect=false",
+    ]);
     let serin = spawn(
-        &exe,
-        &[
-            "run",
-            "--namespace",
-            ns,
-            "--metrics-server",
-            &env.prometheus_url,
-            "--listen",
-            "127.0.0.1:0",
-            "--leader-elect=false",
-        ],
+        Path::new(command[0]),
+        &command[1..],
         &env.logs.join(format!("serin-{ns}.log")),
     )?;
-    let pid = serin
+    let spawned = serin
         .id()
         .ok_or_else(|| Error::Io("serin".into(), std::io::ErrorKind::NotFound.into()))?;
+    let pid = if config.wrap.is_some() {
+        serin_under(spawned).await?
+    } else {
+        spawned
+    };
 
     // Everything the Canaries go through, as a user's watch sees it.
     let seen: Arc<Mutex<Seen>> = Arc::default();
@@ -494,7 +643,14 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
                 .default_backoff()
                 .applied_objects();
             let mut stream = std::pin::pin!(stream);
-            while let Some(Ok(c)) = stream.next().await {
+            while let Some(event) = stream.next().await {
+                let c = match event {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("[bench] watching the Canaries: {e}");
+                        continue;
+                    }
+                };
                 let Some(status) = &c.status else { continue };
                 let now = Instant::now();
                 let name = c.name_any();
@@ -546,6 +702,8 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
         seen.progressing.clear();
         seen.steps.clear();
     }
+    let processes = processes(&env.pids, [("serin", pid), ("simulator", sim_pid)]);
+    let cpu_before: Vec<f64> = processes.iter().map(|(_, p)| cpu_seconds(*p)).collect();
     let released = Instant::now();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let changed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -581,6 +739,12 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
             .count()
     };
     let queries_after = prometheus_queries(&env.prometheus_url).await?;
+    let mut release_cpu: Vec<(String, f64)> = processes
+        .iter()
+        .zip(cpu_before)
+        .map(|((name, p), before)| (name.clone(), cpu_seconds(*p) - before))
+        .collect();
+    release_cpu.sort_by(|a, b| b.1.total_cmp(&a.1));
     eprintln!("[bench] {n} releases finished after {release_seconds:.0} s ({failed} rolled back)");
     // The last writes of a promotion (routes, scale-down) follow its status.
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -616,6 +780,7 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
         (Percentiles::of(detection), Percentiles::of(lateness))
     };
     watching.abort();
+    let reconcile = reconcile_durations(&listen).await;
     let report = Report {
         canaries: n,
         rss_mib: proc_status(pid, "VmRSS:"),
@@ -632,6 +797,8 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
             / release_seconds,
         detection,
         lateness,
+        release_cpu,
+        reconcile,
     };
     Ok(report)
 }
@@ -639,6 +806,22 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_percentiles_are_the_upper_bounds_of_the_buckets_that_hold_them() {
+        let text = "# TYPE serin_reconcile_duration_seconds histogram\n\
+            serin_reconcile_duration_seconds_sum 12.5\n\
+            serin_reconcile_duration_seconds_count 100\n\
+            serin_reconcile_duration_seconds_bucket{le=\"0.01\"} 40\n\
+            serin_reconcile_duration_seconds_bucket{le=\"0.1\"} 90\n\
+            serin_reconcile_duration_seconds_bucket{le=\"1.0\"} 98\n\
+            serin_reconcile_duration_seconds_bucket{le=\"10.0\"} 100\n\
+            serin_reconcile_duration_seconds_bucket{le=\"+Inf\"} 100\n";
+        let p = histogram_percentiles(text, "serin_reconcile_duration_seconds");
+        assert_eq!((p.p50, p.p99, p.count), (0.1, 10.0, 100));
+        let none = histogram_percentiles("", "serin_reconcile_duration_seconds");
+        assert_eq!(none.count, 0);
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {
