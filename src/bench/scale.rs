@@ -70,6 +70,9 @@ pub struct Report {
     pub canaries: usize,
     pub rss_mib: f64,
     pub peak_rss_mib: f64,
+    /// Of the RSS: anonymous memory (the heap, stacks) and file-backed pages (the binary).
+    pub rss_anon_mib: f64,
+    pub rss_file_mib: f64,
     pub cpu_seconds: f64,
     pub release_seconds: f64,
     /// Releases rolled back (healthy releases: none expected).
@@ -138,7 +141,7 @@ impl Report {
         };
         format!(
             "canaries: {}\n\
-             controller RSS: {:.1} MiB (peak {:.1} MiB), CPU: {:.1} s\n\
+             controller RSS: {:.1} MiB (peak {:.1} MiB; anonymous {:.1}, file {:.1}), CPU: {:.1} s\n\
              releases: {:.0} s ({} rolled back), API requests by verb: {}\n\
              write requests per release: {:.1}\n\
              idle {:.0} s, API requests by verb: {} ({} other than watches)\n\
@@ -150,6 +153,8 @@ impl Report {
             self.canaries,
             self.rss_mib,
             self.peak_rss_mib,
+            self.rss_anon_mib,
+            self.rss_file_mib,
             self.cpu_seconds,
             self.release_seconds,
             self.failed,
@@ -785,6 +790,8 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
         canaries: n,
         rss_mib: proc_status(pid, "VmRSS:"),
         peak_rss_mib: proc_status(pid, "VmHWM:"),
+        rss_anon_mib: proc_status(pid, "RssAnon:"),
+        rss_file_mib: proc_status(pid, "RssFile:"),
         cpu_seconds: cpu_seconds(pid),
         release_seconds,
         failed,
