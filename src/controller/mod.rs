@@ -20,7 +20,7 @@ use kube::{
     Api, Client, ResourceExt,
     api::ListParams,
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
         finalizer::{Event as Finalizer, finalizer},
         reflector::{ObjectRef, Store},
@@ -502,9 +502,16 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readin
         stores,
         superseded,
     });
-    let controller = Controller::new(canaries, watcher::Config::default().any_semantic())
+    // The Canaries' cache, without their managed fields (serin's status writes alone
+    // list every status field there).
+    let (store, writer) = kube::runtime::reflector::store();
+    let canary_stream = watcher(canaries, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(stores::trim)
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(canary_stream, store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
-    let store = controller.store();
     let synced = store.clone();
     tokio::spawn(async move {
         if synced.wait_until_ready().await.is_ok() {
