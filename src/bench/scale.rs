@@ -436,6 +436,19 @@ fn processes<'a>(
     all
 }
 
+/// Sends SIGTERM to a process when dropped.
+struct Stop(Option<u32>);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
 /// The pid of the serin process a wrapper (a profiler) started: a descendant of
 /// `wrapper` whose name is `serin`.
 async fn serin_under(wrapper: u32) -> Result<u32> {
@@ -637,6 +650,8 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
     } else {
         spawned
     };
+    // A wrapper's serin is not its child: stop it when the benchmark ends (also on error).
+    let _wrapped = Stop(config.wrap.is_some().then_some(pid));
 
     // Everything the Canaries go through, as a user's watch sees it.
     let seen: Arc<Mutex<Seen>> = Arc::default();

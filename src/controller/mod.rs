@@ -326,7 +326,13 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
             evaluation.against,
         );
     }
-    info!(phase = %plan.status.phase, weight = plan.status.canary_weight, failed_checks = plan.status.failed_checks, "reconciled");
+    // A reconcile that changed nothing (a Canary waiting, or idle) is logged at debug:
+    // a thousand waiting Canaries would otherwise write a line each per poll.
+    if canary.status.as_ref() == Some(&plan.status) {
+        debug!(phase = %plan.status.phase, weight = plan.status.canary_weight, failed_checks = plan.status.failed_checks, "reconciled; nothing changed");
+    } else {
+        info!(phase = %plan.status.phase, weight = plan.status.canary_weight, failed_checks = plan.status.failed_checks, "reconciled");
+    }
     Ok(Action::requeue(plan.requeue))
 }
 

@@ -330,6 +330,12 @@ pub struct Input<'a> {
 /// How often to look while waiting for something to become ready.
 const POLL: Duration = Duration::from_secs(1);
 
+/// How often a Canary waiting for a Deployment to become ready is planned again. The
+/// Deployment watch wakes it at every change of the target or the primary, so this is
+/// only a safety net: polling every second would reconcile each of a thousand Canaries
+/// waiting on a busy cluster once a second for nothing.
+pub(crate) const READINESS_POLL: Duration = Duration::from_secs(5);
+
 fn since(t: &Option<Time>, now: Timestamp) -> Duration {
     t.as_ref()
         .map(|t| Duration::try_from(now.duration_since(t.0)).unwrap_or_default())
@@ -918,7 +924,7 @@ fn initialize(b: &mut Builder<'_>, target: &Target) {
                     CanaryPhase::Initializing,
                     format!("waiting for the primary: {why}"),
                 );
-                b.requeue = POLL;
+                b.requeue = READINESS_POLL;
             }
         },
     }

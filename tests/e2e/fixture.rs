@@ -28,6 +28,28 @@ pub struct Process {
 }
 
 impl Process {
+    /// How many reconciles this controller has run, from its own
+    /// `serin_reconcile_duration_seconds` histogram (its /metrics address is in its log).
+    pub async fn reconciles(&self) -> u64 {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let addr = text
+            .lines()
+            .find_map(|l| l.split("telemetry server listening addr=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("the controller logs its telemetry address");
+        let metrics = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("/metrics answers")
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("serin_reconcile_duration_seconds_count "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("serin_reconcile_duration_seconds_count is exported")
+    }
+
     pub fn tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

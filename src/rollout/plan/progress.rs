@@ -49,7 +49,7 @@ pub(super) fn progress(b: &mut Builder<'_>, target: &Target) {
             b.status.message = Some(format!(
                 "the canary is not ready, so it gets no traffic: {why}"
             ));
-            b.requeue = POLL;
+            b.requeue = READINESS_POLL;
         }
         return;
     }

@@ -103,7 +103,7 @@ pub(super) fn promote(b: &mut Builder<'_>, target: &Target) {
         }
         Some(Readiness::NotReady(why)) => {
             b.status.message = Some(format!("waiting for the promoted primary: {why}"));
-            b.requeue = POLL;
+            b.requeue = READINESS_POLL;
         }
         None => {
             b.status.message = Some(format!("copying {} to the primary", target.revision));
