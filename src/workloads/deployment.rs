@@ -145,8 +145,7 @@ pub fn readiness(deployment: &Deployment, threshold: u32) -> Readiness {
         ));
     }
     let available = status.available_replicas.unwrap_or(0);
-    let needed = (i64::from(spec_replicas) * i64::from(threshold) + 99) / 100;
-    if i64::from(available) < needed.max(1) {
+    if i64::from(available) < needed(spec_replicas, threshold) {
         return Readiness::NotReady(format!(
             "{}: {available} of {spec_replicas} replicas available",
             deployment.name_any()
@@ -161,6 +160,11 @@ pub fn readiness(deployment: &Deployment, threshold: u32) -> Readiness {
         ));
     }
     Readiness::Ready
+}
+
+/// How many of `replicas` must serve for `threshold` percent: rounded up, at least one.
+fn needed(replicas: i32, threshold: u32) -> i64 {
+    ((i64::from(replicas) * i64::from(threshold) + 99) / 100).max(1)
 }
 
 /// Whether enough of `pods` (percent `threshold` of `replicas`) serve: Ready and not
@@ -179,8 +183,7 @@ pub fn pods_serving(pods: &[Pod], replicas: i32, threshold: u32) -> Readiness {
                 .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         })
         .count();
-    let needed = (i64::from(replicas) * i64::from(threshold) + 99) / 100;
-    if (serving as i64) < needed.max(1) {
+    if (serving as i64) < needed(replicas, threshold) {
         return Readiness::NotReady(format!(
             "{serving} of {replicas} pods ready and not terminating"
         ));
