@@ -103,15 +103,7 @@ async fn await_data(env: &Env, what: &str, query: &str) {
 
 /// Registers this test's controller as a scrape target of the test Prometheus.
 fn scrape_controller(rollout: &Rollout) -> std::path::PathBuf {
-    let log = rollout.controller_log_full();
-    let address = log
-        .lines()
-        .rev()
-        .find_map(|l| {
-            l.contains("serving /metrics")
-                .then(|| l.rsplit("address=").next())?
-                .map(|a| a.trim().to_string())
-        })
+    let address = crate::fixture::metrics_address(&rollout.controller_log_full())
         .expect("the controller logs its metrics address");
     let file = rollout
         .env

@@ -27,16 +27,21 @@ pub struct Process {
     pub log: PathBuf,
 }
 
+/// The address of a controller's /metrics, from its log (the last start's).
+pub fn metrics_address(log: &str) -> Option<String> {
+    log.lines().rev().find_map(|l| {
+        l.contains("serving /metrics")
+            .then(|| l.rsplit("address=").next())?
+            .map(|a| a.trim().to_string())
+    })
+}
+
 impl Process {
     /// How many reconciles this controller has run, from its own
     /// `serin_reconcile_duration_seconds` histogram (its /metrics address is in its log).
     pub async fn reconciles(&self) -> u64 {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let addr = text
-            .lines()
-            .find_map(|l| l.split("telemetry server listening addr=").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .expect("the controller logs its telemetry address");
+        let addr = metrics_address(&text).expect("the controller logs its metrics address");
         let metrics = reqwest::get(format!("http://{addr}/metrics"))
             .await
             .expect("/metrics answers")
