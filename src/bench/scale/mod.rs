@@ -13,7 +13,6 @@ use std::{
     collections::{BTreeMap, HashMap},
     io::{Read, Seek, SeekFrom},
     path::{Path, PathBuf},
-    process::Stdio,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -27,9 +26,15 @@ use kube::{
 };
 use serde_json::{Value, json};
 use thiserror::Error;
-use tokio::process::{Child, Command};
 
 use crate::api::{Canary, CanaryPhase};
+
+mod process;
+mod report;
+
+use process::{Stop, cpu_seconds, proc_status, processes, serin_under, spawn};
+pub use report::{Percentiles, Report, TABLE_HEADER};
+use report::{histogram_percentiles, writes};
 
 #[derive(Debug, Error)]
 pub enum Error {
@@ -64,153 +69,6 @@ pub struct ScaleConfig {
     pub wrap: Option<String>,
 }
 
-/// The figures of one run.
-#[derive(Debug, Default)]
-pub struct Report {
-    pub canaries: usize,
-    pub rss_mib: f64,
-    pub peak_rss_mib: f64,
-    /// Of the RSS: anonymous memory (the heap, stacks) and file-backed pages (the binary).
-    pub rss_anon_mib: f64,
-    pub rss_file_mib: f64,
-    pub cpu_seconds: f64,
-    pub release_seconds: f64,
-    /// Releases rolled back (healthy releases: none expected).
-    pub failed: usize,
-    pub release_requests: BTreeMap<String, usize>,
-    pub idle_seconds: f64,
-    pub idle_requests: BTreeMap<String, usize>,
-    pub writes_per_release: f64,
-    pub prometheus_queries_per_second: f64,
-    pub detection: Percentiles,
-    pub lateness: Percentiles,
-    /// CPU seconds each process used during the releases (serin, the simulator and the
-    /// local control plane's), highest first.
-    pub release_cpu: Vec<(String, f64)>,
-    /// serin's reconcile durations over the whole run, from its own histogram.
-    pub reconcile: Percentiles,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Percentiles {
-    pub p50: f64,
-    pub p99: f64,
-    pub count: usize,
-}
-
-impl Percentiles {
-    pub fn of(mut values: Vec<f64>) -> Percentiles {
-        if values.is_empty() {
-            return Percentiles::default();
-        }
-        values.sort_by(f64::total_cmp);
-        let at = |q: f64| {
-            let i = ((values.len() as f64 * q).ceil() as usize).clamp(1, values.len()) - 1;
-            values[i]
-        };
-        Percentiles {
-            p50: at(0.50),
-            p99: at(0.99),
-            count: values.len(),
-        }
-    }
-}
-
-const WRITES: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
-
-fn writes(requests: &BTreeMap<String, usize>) -> usize {
-    WRITES.iter().filter_map(|v| requests.get(*v)).sum()
-}
-
-/// Requests other than watches and the leader Lease (none in this run).
-fn non_watch(requests: &BTreeMap<String, usize>) -> usize {
-    requests
-        .iter()
-        .filter(|(v, _)| *v != "watch")
-        .map(|(_, n)| n)
-        .sum()
-}
-
-impl Report {
-    pub fn render_text(&self) -> String {
-        let verbs = |m: &BTreeMap<String, usize>| {
-            m.iter()
-                .map(|(v, n)| format!("{v} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        format!(
-            "canaries: {}\n\
-             controller RSS: {:.1} MiB (peak {:.1} MiB; anonymous {:.1}, file {:.1}), CPU: {:.1} s\n\
-             releases: {:.0} s ({} rolled back), API requests by verb: {}\n\
-             write requests per release: {:.1}\n\
-             idle {:.0} s, API requests by verb: {} ({} other than watches)\n\
-             Prometheus queries/s during releases: {:.2}\n\
-             detection (target change -> Progressing): p50 {:.2} s, p99 {:.2} s (n={})\n\
-             step lateness (behind the interval): p50 {:.2} s, p99 {:.2} s (n={})\n\
-             serin's reconciles: p50 <= {} s, p99 <= {} s (n={}, bucket bounds)\n\
-             CPU during the releases ({:.0} s on {} cores): {}\n",
-            self.canaries,
-            self.rss_mib,
-            self.peak_rss_mib,
-            self.rss_anon_mib,
-            self.rss_file_mib,
-            self.cpu_seconds,
-            self.release_seconds,
-            self.failed,
-            verbs(&self.release_requests),
-            self.writes_per_release,
-            self.idle_seconds,
-            verbs(&self.idle_requests),
-            non_watch(&self.idle_requests),
-            self.prometheus_queries_per_second,
-            self.detection.p50,
-            self.detection.p99,
-            self.detection.count,
-            self.lateness.p50,
-            self.lateness.p99,
-            self.lateness.count,
-            self.reconcile.p50,
-            self.reconcile.p99,
-            self.reconcile.count,
-            self.release_seconds,
-            cores(),
-            self.release_cpu
-                .iter()
-                .map(|(name, s)| format!(
-                    "{name} {s:.1} s ({:.0}%)",
-                    100.0 * s / (self.release_seconds * cores() as f64).max(1.0)
-                ))
-                .collect::<Vec<_>>()
-                .join(", "),
-        )
-    }
-
-    /// One row of the table in docs/benchmarks.md.
-    pub fn render_row(&self) -> String {
-        format!(
-            "| {} | {:.1} | {:.1} | {} | {:.1} | {} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |",
-            self.canaries,
-            self.rss_mib,
-            self.cpu_seconds,
-            writes(&self.release_requests),
-            self.writes_per_release,
-            non_watch(&self.idle_requests),
-            self.prometheus_queries_per_second,
-            self.detection.p50,
-            self.detection.p99,
-            self.lateness.p50,
-            self.lateness.p99,
-        )
-    }
-}
-
-pub const TABLE_HEADER: &str = "| canaries | RSS MiB | CPU s | writes in releases | writes/release | idle requests (non-watch) | Prometheus queries/s | detection p50 / p99 s | step lateness p50 / p99 s |\n|---|---|---|---|---|---|---|---|---|";
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 struct Env {
     pids: PathBuf,
     prometheus_url: String,
@@ -230,20 +88,6 @@ fn env() -> Result<Env> {
         audit_log: var("SERIN_E2E_AUDIT_LOG")?.into(),
         logs: dir.join("logs"),
     })
-}
-
-fn spawn(program: &Path, args: &[&str], log: &Path) -> Result<Child> {
-    let io = |e| Error::Io(log.display().to_string(), e);
-    let file = std::fs::File::create(log).map_err(io)?;
-    let err = file.try_clone().map_err(io)?;
-    Command::new(program)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::from(file))
-        .stderr(Stdio::from(err))
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Error::Io(program.display().to_string(), e))
 }
 
 /// The audit log, read on from where the last read stopped.
@@ -390,105 +234,6 @@ async fn wait_for(
     }
 }
 
-fn proc_status(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kib| kib / 1024.0)
-        .unwrap_or(0.0)
-}
-
-/// User and system CPU seconds of `pid` (clock ticks of 1/100 s).
-fn cpu_seconds(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / 100.0)
-        })
-        .unwrap_or(0.0)
-}
-
-/// The processes whose CPU the report shows: `named` and every process of the local
-/// control plane (`cluster.sh` records one pid per process in its `pids` directory).
-fn processes<'a>(
-    pids: &Path,
-    named: impl IntoIterator<Item = (&'a str, u32)>,
-) -> Vec<(String, u32)> {
-    let mut all: Vec<(String, u32)> = named.into_iter().map(|(n, p)| (n.to_string(), p)).collect();
-    if let Ok(entries) = std::fs::read_dir(pids) {
-        for entry in entries.flatten() {
-            let pid = std::fs::read_to_string(entry.path())
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-            if let Some(pid) = pid {
-                all.push((entry.file_name().to_string_lossy().into_owned(), pid));
-            }
-        }
-    }
-    all
-}
-
-/// Sends SIGTERM to a process when dropped.
-struct Stop(Option<u32>);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0 {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-    }
-}
-
-/// The pid of the serin process a wrapper (a profiler) started: a descendant of
-/// `wrapper` whose name is `serin`.
-async fn serin_under(wrapper: u32) -> Result<u32> {
-    let parent_of = |pid: u32| -> Option<(String, u32)> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let (head, rest) = stat.rsplit_once(')')?;
-        let name = head.split_once('(')?.1.to_string();
-        Some((name, rest.split_whitespace().nth(1)?.parse().ok()?))
-    };
-    for _ in 0..100 {
-        let found = std::fs::read_dir("/proc")
-            .map_err(|e| Error::Io("/proc".into(), e))?
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .find(|pid| {
-                let Some((name, mut parent)) = parent_of(*pid) else {
-                    return false;
-                };
-                if name != "serin" {
-                    return false;
-                }
-                while parent > 1 {
-                    if parent == wrapper {
-                        return true;
-                    }
-                    parent = parent_of(parent).map_or(0, |(_, p)| p);
-                }
-                false
-            });
-        if let Some(pid) = found {
-            return Ok(pid);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(Error::Timeout(
-        Duration::from_secs(10),
-        "the wrapped serin process".into(),
-    ))
-}
-
 /// p50 and p99 (upper bucket bounds) of `serin_reconcile_duration_seconds`, from the
 /// controller's /metrics; empty when it cannot be read.
 async fn reconcile_durations(listen: &str) -> Percentiles {
@@ -497,37 +242,6 @@ async fn reconcile_durations(listen: &str) -> Percentiles {
     };
     let text = response.text().await.unwrap_or_default();
     histogram_percentiles(&text, "serin_reconcile_duration_seconds")
-}
-
-/// Nearest-bucket p50 and p99 of a Prometheus text-format histogram: the upper bound of
-/// the first bucket holding that share of the observations.
-fn histogram_percentiles(text: &str, name: &str) -> Percentiles {
-    let prefix = format!("{name}_bucket{{");
-    let buckets: Vec<(f64, f64)> = text
-        .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, l.rsplit(' ').next()?.parse().ok()?))
-        })
-        .collect();
-    let total = buckets.last().map_or(0.0, |b| b.1);
-    let at = |q: f64| {
-        buckets
-            .iter()
-            .find(|(_, n)| *n >= q * total)
-            .map_or(0.0, |(le, _)| *le)
-    };
-    Percentiles {
-        p50: at(0.5),
-        p99: at(0.99),
-        count: total as usize,
-    }
 }
 
 /// Queries Prometheus has answered so far (its own counter).
@@ -823,45 +537,4 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
         reconcile,
     };
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_percentiles_are_the_upper_bounds_of_the_buckets_that_hold_them() {
-        let text = "# TYPE serin_reconcile_duration_seconds histogram\n\
-            serin_reconcile_duration_seconds_sum 12.5\n\
-            serin_reconcile_duration_seconds_count 100\n\
-            serin_reconcile_duration_seconds_bucket{le=\"0.01\"} 40\n\
-            serin_reconcile_duration_seconds_bucket{le=\"0.1\"} 90\n\
-            serin_reconcile_duration_seconds_bucket{le=\"1.0\"} 98\n\
-            serin_reconcile_duration_seconds_bucket{le=\"10.0\"} 100\n\
-            serin_reconcile_duration_seconds_bucket{le=\"+Inf\"} 100\n";
-        let p = histogram_percentiles(text, "serin_reconcile_duration_seconds");
-        assert_eq!((p.p50, p.p99, p.count), (0.1, 10.0, 100));
-        let none = histogram_percentiles("", "serin_reconcile_duration_seconds");
-        assert_eq!(none.count, 0);
-    }
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let p = Percentiles::of((1..=100).map(f64::from).collect());
-        assert_eq!((p.p50, p.p99, p.count), (50.0, 99.0, 100));
-        let one = Percentiles::of(vec![3.0]);
-        assert_eq!((one.p50, one.p99), (3.0, 3.0));
-        assert_eq!(Percentiles::of(vec![]).count, 0);
-    }
-
-    #[test]
-    fn writes_count_every_verb_that_changes_an_object() {
-        let counts: BTreeMap<String, usize> =
-            [("patch", 3), ("create", 2), ("get", 5), ("watch", 4)]
-                .into_iter()
-                .map(|(v, n)| (v.to_string(), n))
-                .collect();
-        assert_eq!(writes(&counts), 5);
-        assert_eq!(non_watch(&counts), 10);
-    }
 }
