@@ -24,7 +24,7 @@ use k8s_openapi::api::{
     core::v1::{ConfigMap, Secret, Service},
 };
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Client, Resource,
     api::{DynamicObject, Patch, PatchParams},
     core::{ApiResource, GroupVersionKind, PartialObjectMeta},
     runtime::{
@@ -34,13 +34,17 @@ use kube::{
     },
 };
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::Result;
 use crate::router::FIELD_MANAGER;
 
-/// The annotation that carries the hash of what serin last applied to an object.
-pub const APPLIED_ANNOTATION: &str = "serin.dev/applied";
+mod applied;
+mod trim;
+
+use applied::Applied;
+pub use applied::{APPLIED_ANNOTATION, stamp};
+pub use trim::trim;
+use trim::{trim_deployment, trim_meta};
 
 /// The routes serin writes and caches: (apiVersion, kind, whole object).
 const ROUTES: [(&str, &str, bool); 3] = [
@@ -48,19 +52,6 @@ const ROUTES: [(&str, &str, bool); 3] = [
     ("networking.istio.io/v1", "DestinationRule", false),
     ("gateway.networking.k8s.io/v1", "HTTPRoute", true),
 ];
-
-/// What this process last applied to an object.
-#[derive(Clone, Debug, PartialEq)]
-enum Record {
-    /// A write was sent and its outcome is unknown (it failed, or is in flight): the
-    /// object may hold it or not, so the cache decides nothing until the next write.
-    Unknown,
-    /// The write of `hash` succeeded and left the object at `resource_version`.
-    Applied {
-        hash: String,
-        resource_version: Option<String>,
-    },
-}
 
 /// The caches, shared by every reconcile.
 pub struct Stores {
@@ -99,49 +90,6 @@ where
         .wait_until_ready()
         .now_or_never()
         .is_some_and(|r| r.is_ok())
-}
-
-/// Drops what serin never reads: managed fields and the last-applied annotation.
-pub fn trim<K: Resource>(object: &mut K) {
-    let meta = object.meta_mut();
-    meta.managed_fields = None;
-    if let Some(a) = meta.annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-}
-
-/// What a metadata cache keeps: the name, namespace, resourceVersion and owners (owned
-/// Services wake their Canary) and [`APPLIED_ANNOTATION`]; labels, other annotations and
-/// managed fields are never read from it.
-fn trim_meta<K: Resource>(object: &mut K) {
-    let meta = object.meta_mut();
-    meta.managed_fields = None;
-    meta.labels = None;
-    meta.creation_timestamp = None;
-    meta.uid = None;
-    if let Some(a) = meta.annotations.as_mut() {
-        a.retain(|k, _| k == APPLIED_ANNOTATION);
-        if a.is_empty() {
-            meta.annotations = None;
-        }
-    }
-}
-
-/// A Deployment as the cache keeps it: trimmed, and for a primary (it carries the
-/// revision annotation and a Canary owns it) without its pod template, which serin
-/// always derives from the target and never reads back.
-fn trim_deployment(deployment: &mut Deployment) {
-    trim(deployment);
-    let is_primary = deployment
-        .annotations()
-        .contains_key(crate::workloads::deployment::REVISION_ANNOTATION)
-        && deployment
-            .owner_references()
-            .iter()
-            .any(|o| o.kind == "Canary" && o.controller == Some(true));
-    if is_primary && let Some(spec) = deployment.spec.as_mut() {
-        spec.template = Default::default();
-    }
 }
 
 type Watched<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
@@ -508,217 +456,5 @@ where
                 warned = true;
             }
         }
-    }
-}
-
-/// `object` with [`APPLIED_ANNOTATION`] set to the hash of the rest of it, and the hash.
-pub fn stamp(object: &Value) -> (Value, String) {
-    let mut bare = object.clone();
-    if let Some(m) = bare.get_mut("metadata").and_then(Value::as_object_mut)
-        && let Some(a) = m.get_mut("annotations").and_then(Value::as_object_mut)
-    {
-        a.remove(APPLIED_ANNOTATION);
-        if a.is_empty() {
-            m.remove("annotations");
-        }
-    }
-    // serde_json's maps are ordered: the same object always serialises the same way.
-    let digest = Sha256::digest(bare.to_string().as_bytes());
-    let hash = hex::encode(digest)[..20].to_string();
-    let mut stamped = bare;
-    if !stamped["metadata"]["annotations"].is_object() {
-        stamped["metadata"]["annotations"] = Value::Object(Default::default());
-    }
-    stamped["metadata"]["annotations"][APPLIED_ANNOTATION] = Value::String(hash.clone());
-    (stamped, hash)
-}
-
-/// What this process applied, so that a cache that lags behind its own writes never
-/// makes it skip a write.
-#[derive(Default)]
-struct Applied(Mutex<HashMap<String, Record>>);
-
-impl Applied {
-    /// Whether writing `hash` would change nothing: the cached object carries `hash`,
-    /// and, if this process wrote the object, its last write was that hash, it
-    /// succeeded, and nobody has written the object since (same resourceVersion).
-    fn unchanged(&self, key: &str, hash: &str, live: Option<&kube::api::ObjectMeta>) -> bool {
-        let Some(live) = live else { return false };
-        if live.deletion_timestamp.is_some()
-            || live
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(APPLIED_ANNOTATION))
-                .map(String::as_str)
-                != Some(hash)
-        {
-            return false;
-        }
-        match self.0.lock().expect("lock").get(key) {
-            None => true,
-            Some(Record::Unknown) => false,
-            Some(Record::Applied {
-                hash: applied,
-                resource_version,
-            }) => applied == hash && *resource_version == live.resource_version,
-        }
-    }
-
-    fn begin(&self, key: &str) {
-        self.0
-            .lock()
-            .expect("lock")
-            .insert(key.to_string(), Record::Unknown);
-    }
-
-    fn done(&self, key: &str, hash: String, resource_version: Option<String>) {
-        self.0.lock().expect("lock").insert(
-            key.to_string(),
-            Record::Applied {
-                hash,
-                resource_version,
-            },
-        );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kube::api::ObjectMeta;
-    use serde_json::json;
-
-    fn deployment(annotations: Value, owners: Value) -> Deployment {
-        serde_json::from_value(json!({
-            "metadata": {
-                "name": "podinfo-primary", "namespace": "apps", "resourceVersion": "7",
-                "annotations": annotations, "ownerReferences": owners,
-                "managedFields": [{"manager": "serin", "operation": "Apply"}]
-            },
-            "spec": {
-                "replicas": 2, "selector": {"matchLabels": {"app": "podinfo-primary"}},
-                "template": {"metadata": {"labels": {"app": "podinfo-primary"}},
-                             "spec": {"containers": [{"name": "app", "image": "podinfo:6.0.0"}]}}
-            }
-        }))
-        .unwrap()
-    }
-
-    fn canary_owner() -> Value {
-        json!([{"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "name": "podinfo",
-                "uid": "u1", "controller": true}])
-    }
-
-    #[test]
-    fn a_cached_primary_keeps_its_replicas_and_revision_but_not_its_pod_template() {
-        let mut primary = deployment(
-            json!({crate::workloads::deployment::REVISION_ANNOTATION: "abc"}),
-            canary_owner(),
-        );
-        trim_deployment(&mut primary);
-        assert_eq!(primary.metadata.managed_fields, None);
-        let spec = primary.spec.unwrap();
-        assert_eq!(spec.replicas, Some(2));
-        assert_eq!(spec.template, Default::default());
-        assert_eq!(
-            primary.metadata.annotations.unwrap()
-                [crate::workloads::deployment::REVISION_ANNOTATION],
-            "abc"
-        );
-    }
-
-    #[test]
-    fn a_cached_target_keeps_its_pod_template() {
-        // Not a primary: no revision annotation, or no Canary as its controller.
-        for (annotations, owners) in [
-            (json!({}), canary_owner()),
-            (
-                json!({crate::workloads::deployment::REVISION_ANNOTATION: "abc"}),
-                json!([]),
-            ),
-        ] {
-            let mut target = deployment(annotations, owners);
-            trim_deployment(&mut target);
-            assert!(target.spec.unwrap().template.spec.is_some());
-        }
-    }
-
-    #[test]
-    fn a_metadata_cache_keeps_the_applied_hash_the_version_and_the_owners_only() {
-        let mut meta: PartialObjectMeta<Service> = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {
-                "name": "podinfo", "namespace": "apps", "resourceVersion": "9", "uid": "u2",
-                "labels": {"app": "podinfo"},
-                "annotations": {APPLIED_ANNOTATION: "h1", "team": "payments"},
-                "ownerReferences": canary_owner(),
-                "managedFields": [{"manager": "serin", "operation": "Apply"}]
-            }
-        }))
-        .unwrap();
-        trim_meta(&mut meta);
-        let m = meta.metadata;
-        assert_eq!(m.name.as_deref(), Some("podinfo"));
-        assert_eq!(m.resource_version.as_deref(), Some("9"));
-        assert_eq!(
-            m.annotations,
-            Some([(APPLIED_ANNOTATION.to_string(), "h1".to_string())].into())
-        );
-        assert_eq!(m.owner_references.map(|o| o.len()), Some(1));
-        assert_eq!((m.labels, m.managed_fields), (None, None));
-    }
-
-    fn live(hash: &str, rv: &str) -> ObjectMeta {
-        ObjectMeta {
-            annotations: Some([(APPLIED_ANNOTATION.to_string(), hash.to_string())].into()),
-            resource_version: Some(rv.to_string()),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn the_stamp_is_the_hash_of_the_object_without_it() {
-        let object = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}, "spec": {"ports": [{"port": 80}]}});
-        let (stamped, hash) = stamp(&object);
-        assert_eq!(stamped["metadata"]["annotations"][APPLIED_ANNOTATION], hash);
-        let (again, same) = stamp(&stamped);
-        assert_eq!((again, same), (stamped, hash.clone()));
-        let other = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}, "spec": {"ports": [{"port": 81}]}});
-        assert_ne!(stamp(&other).1, hash);
-    }
-
-    #[test]
-    fn an_object_is_written_unless_its_cached_copy_carries_the_same_hash() {
-        let applied = Applied::default();
-        assert!(!applied.unchanged("k", "h1", None), "absent: written");
-        assert!(!applied.unchanged("k", "h1", Some(&live("h0", "1"))));
-        // After a restart, the annotation alone says the object holds it.
-        assert!(applied.unchanged("k", "h1", Some(&live("h1", "1"))));
-        let mut deleting = live("h1", "1");
-        deleting.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            jiff::Timestamp::now(),
-        ));
-        assert!(!applied.unchanged("k", "h1", Some(&deleting)));
-    }
-
-    #[test]
-    fn a_cache_that_lags_behind_this_process_writes_never_skips_a_write() {
-        let applied = Applied::default();
-        // h0 is cached; this process writes h1, and the cache has not seen it yet.
-        applied.begin("k");
-        applied.done("k", "h1".into(), Some("2".into()));
-        // Going back to h0 must be written although the (stale) cache shows h0.
-        assert!(!applied.unchanged("k", "h0", Some(&live("h0", "1"))));
-        // Once the cache shows this process's write, it is not repeated.
-        assert!(applied.unchanged("k", "h1", Some(&live("h1", "2"))));
-        // Somebody else wrote the object since: written again.
-        assert!(!applied.unchanged("k", "h1", Some(&live("h1", "3"))));
-    }
-
-    #[test]
-    fn a_write_whose_outcome_is_unknown_is_never_skipped() {
-        let applied = Applied::default();
-        applied.begin("k");
-        assert!(!applied.unchanged("k", "h1", Some(&live("h1", "1"))));
     }
 }
