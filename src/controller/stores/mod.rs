@@ -240,14 +240,7 @@ impl Stores {
         ns: &str,
         name: &str,
     ) -> Result<Option<Deployment>> {
-        if ready(&self.deployments) {
-            let found = self.deployments.get(&ObjectRef::new(name).within(ns));
-            return Ok(found.map(Arc::unwrap_or_clone));
-        }
-        Api::<Deployment>::namespaced(client.clone(), ns)
-            .get_opt(name)
-            .await
-            .map_err(super::Error::Read)
+        cached_or_read(&self.deployments, client, ns, name).await
     }
 
     /// A HorizontalPodAutoscaler, from the cache once it has synced.
@@ -257,14 +250,7 @@ impl Stores {
         ns: &str,
         name: &str,
     ) -> Result<Option<HorizontalPodAutoscaler>> {
-        if ready(&self.autoscalers) {
-            let found = self.autoscalers.get(&ObjectRef::new(name).within(ns));
-            return Ok(found.map(Arc::unwrap_or_clone));
-        }
-        Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns)
-            .get_opt(name)
-            .await
-            .map_err(super::Error::Read)
+        cached_or_read(&self.autoscalers, client, ns, name).await
     }
 
     /// A ConfigMap or Secret: its content is read from the API server only when the
@@ -435,6 +421,30 @@ impl Stores {
         }
         Ok(written)
     }
+}
+
+/// `name` in `ns` from `store` once it has synced, else from the API server.
+async fn cached_or_read<K>(
+    store: &Store<K>,
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<K>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + 'static,
+{
+    if ready(store) {
+        let found = store.get(&ObjectRef::new(name).within(ns));
+        return Ok(found.map(Arc::unwrap_or_clone));
+    }
+    Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(super::Error::Read)
 }
 
 /// Polls a watch that only keeps a cache. Its first failure is a warning (a missing
