@@ -345,6 +345,9 @@ fn record(ctx: &Context, canary: &Canary, status: &crate::api::CanaryStatus) {
     ctx.metrics.set_phase(name, &ns, status.phase);
     let weight = i64::from(status.canary_weight);
     ctx.metrics.set_weight(name, &ns, 100 - weight, weight);
+    if let Some(late) = tick_lateness(canary, status) {
+        ctx.metrics.observe_tick_lateness(late.as_secs_f64());
+    }
     let before = canary.status.as_ref().map(|s| s.phase);
     if before != Some(status.phase) {
         let analysis = if canary.spec.skip_analysis {
@@ -366,6 +369,27 @@ fn record(ctx: &Context, canary: &Canary, status: &crate::api::CanaryStatus) {
             }
         }
     }
+}
+
+/// How late the analysis tick recorded in `status` ran: its time minus the previous
+/// tick's plus the interval. `None` when `status` records no new tick of the same
+/// analysis, or a decision taken between ticks (the sequential test), which is not due
+/// at an interval.
+fn tick_lateness(canary: &Canary, status: &crate::api::CanaryStatus) -> Option<Duration> {
+    let before = canary.status.as_ref()?;
+    if !matches!(
+        before.phase,
+        crate::api::CanaryPhase::Progressing | crate::api::CanaryPhase::WaitingPromotion
+    ) {
+        return None;
+    }
+    let (previous, now) = (
+        before.last_analysis_time.as_ref()?.0,
+        status.last_analysis_time.as_ref()?.0,
+    );
+    let since = now.duration_since(previous);
+    let since = Duration::try_from(since).ok()?;
+    since.checked_sub(canary.spec.analysis.interval())
 }
 
 /// On deletion: with `revertOnDeletion`, give the traffic back to the target (scaled up,
@@ -577,6 +601,49 @@ mod tests {
         let mut canary = Canary::new("podinfo", Default::default());
         canary.spec.provider = provider;
         Arc::new(canary)
+    }
+
+    /// A Canary (interval 1 m, Flagger's default) in `phase` whose last tick was at
+    /// second 0, and a status that records one at `seconds`.
+    fn ticks(phase: CanaryPhase, seconds: i64) -> (Canary, crate::api::CanaryStatus) {
+        let at = |s: i64| {
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Timestamp::from_second(1_800_000_000 + s).expect("time"),
+            ))
+        };
+        let mut canary = Canary::test();
+        let before = crate::api::CanaryStatus {
+            phase,
+            last_analysis_time: at(0),
+            ..Default::default()
+        };
+        let after = crate::api::CanaryStatus {
+            last_analysis_time: at(seconds),
+            ..before.clone()
+        };
+        canary.status = Some(before);
+        (canary, after)
+    }
+
+    #[test]
+    fn a_tick_is_as_late_as_it_ran_after_the_last_tick_plus_the_interval() {
+        let (canary, status) = ticks(CanaryPhase::Progressing, 63);
+        assert_eq!(
+            tick_lateness(&canary, &status),
+            Some(Duration::from_secs(3))
+        );
+        let (canary, status) = ticks(CanaryPhase::WaitingPromotion, 60);
+        assert_eq!(tick_lateness(&canary, &status), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_decision_between_ticks_or_outside_an_analysis_is_no_tick() {
+        let (canary, status) = ticks(CanaryPhase::Progressing, 20);
+        assert_eq!(tick_lateness(&canary, &status), None);
+        let (canary, status) = ticks(CanaryPhase::Progressing, 0);
+        assert_eq!(tick_lateness(&canary, &status), None);
+        let (canary, status) = ticks(CanaryPhase::Succeeded, 90);
+        assert_eq!(tick_lateness(&canary, &status), None);
     }
 
     #[test]

@@ -27,18 +27,13 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
-use kube::{
-    Api, Client, ResourceExt,
-    api::{DynamicObject, ListParams, Patch, PatchParams},
-    core::{ApiResource, GroupVersionKind},
-};
-use serde_json::{Value, json};
-
-use crate::api::{Canary, CanaryPhase, Provider};
-use crate::rollout::plan::is_blue_green;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::{Client, ResourceExt};
 
 pub mod users;
+mod world;
+
+pub use world::{ACCEPT_ANNOTATION, CONTROLLER_NAME};
 
 pub use users::{Route, UserConfig};
 
@@ -424,329 +419,6 @@ pub fn split_requests(rps: u64, weights: &[u32]) -> Vec<u64> {
     shares
 }
 
-fn service_name_of(host: &str) -> &str {
-    host.split('.').next().unwrap_or(host)
-}
-
-/// The Deployment the Service `svc_name` in `ns` selects, as a weighted destination; a
-/// Service that does not exist or selects no workload gives a destination with no ready
-/// pods, since the requests it gets reach no pod.
-fn resolve(
-    ns: &str,
-    host: &str,
-    weight: u32,
-    services: &[Service],
-    deployments: &[Deployment],
-) -> Destination {
-    let svc_name = service_name_of(host).to_string();
-    let selector = services
-        .iter()
-        .find(|s| s.namespace().as_deref() == Some(ns) && s.name_any() == svc_name)
-        .and_then(|s| s.spec.as_ref()?.selector.clone())
-        .unwrap_or_default();
-    let deployment = deployments.iter().find(|d| {
-        d.namespace().as_deref() == Some(ns)
-            && !selector.is_empty()
-            && d.spec
-                .as_ref()
-                .and_then(|s| s.template.metadata.as_ref()?.labels.as_ref())
-                .is_some_and(|labels| selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
-    });
-    let service_host = if host.contains('.') {
-        host.to_string()
-    } else {
-        format!("{host}.{ns}.svc.cluster.local")
-    };
-    match deployment {
-        None => Destination {
-            namespace: ns.to_string(),
-            service_host,
-            service_name: svc_name,
-            workload: NO_WORKLOAD.to_string(),
-            weight,
-            ready_replicas: 0,
-            behaviour: Behaviour {
-                error_rate: 1.0,
-                median_latency_ms: 0.0,
-            },
-        },
-        Some(deployment) => Destination {
-            namespace: ns.to_string(),
-            service_host,
-            service_name: svc_name,
-            workload: deployment.name_any(),
-            weight,
-            ready_replicas: deployment
-                .status
-                .as_ref()
-                .and_then(|s| s.ready_replicas)
-                .unwrap_or(0),
-            behaviour: Behaviour::of(deployment),
-        },
-    }
-}
-
-fn api_for(client: &Client, namespace: Option<&str>, resource: &ApiResource) -> Api<DynamicObject> {
-    match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
-        None => Api::all_with(client.clone(), resource),
-    }
-}
-
-/// The controller name the simulator reports in the routes it accepts.
-pub const CONTROLLER_NAME: &str = "serin.dev/trafficsim";
-
-/// A Gateway annotated with this set to "false" rejects the routes attached to it.
-pub const ACCEPT_ANNOTATION: &str = "sim.serin.dev/accept";
-
-/// Whether the simulated gateway (or mesh, for a Service parent) accepts a route
-/// attached to `parent`: the parent must exist, and a Gateway must not be annotated
-/// `sim.serin.dev/accept: "false"`. `Err` gives the reason and message.
-fn accepts(
-    parent: &Value,
-    ns: &str,
-    services: &[Service],
-    gateways: &[DynamicObject],
-) -> Result<(), (&'static str, String)> {
-    let name = parent["name"].as_str().unwrap_or_default();
-    let parent_ns = parent["namespace"].as_str().unwrap_or(ns);
-    if parent["kind"] == "Service" {
-        return services
-            .iter()
-            .any(|s| s.namespace().as_deref() == Some(parent_ns) && s.name_any() == name)
-            .then_some(())
-            .ok_or((
-                "NoMatchingParent",
-                format!("Service {parent_ns}/{name} does not exist"),
-            ));
-    }
-    let gateway = gateways
-        .iter()
-        .find(|g| g.namespace().as_deref() == Some(parent_ns) && g.name_any() == name)
-        .ok_or((
-            "NoMatchingParent",
-            format!("Gateway {parent_ns}/{name} does not exist"),
-        ))?;
-    if gateway
-        .annotations()
-        .get(ACCEPT_ANNOTATION)
-        .map(String::as_str)
-        == Some("false")
-    {
-        return Err((
-            "NotAllowedByListeners",
-            format!("Gateway {parent_ns}/{name} does not allow this route"),
-        ));
-    }
-    Ok(())
-}
-
-/// The `status.parents` a gateway controller reports for `route`, and whether any
-/// parent accepted it.
-pub fn route_status(
-    route: &DynamicObject,
-    services: &[Service],
-    gateways: &[DynamicObject],
-    now: &str,
-) -> (Value, bool) {
-    let ns = route.namespace().unwrap_or_default();
-    let generation = route.metadata.generation.unwrap_or(0);
-    let mut any = false;
-    let empty = Vec::new();
-    let parents: Vec<Value> = route.data["spec"]["parentRefs"]
-        .as_array()
-        .unwrap_or(&empty)
-        .iter()
-        .map(|parent| {
-            let (status, reason, message) = match accepts(parent, &ns, services, gateways) {
-                Ok(()) => {
-                    any = true;
-                    ("True", "Accepted", "accepted by the traffic simulator".to_string())
-                }
-                Err((reason, message)) => ("False", reason, message),
-            };
-            let condition = |type_: &str, status: &str, reason: &str, message: &str| {
-                json!({"type": type_, "status": status, "reason": reason, "message": message, "observedGeneration": generation, "lastTransitionTime": now})
-            };
-            json!({
-                "parentRef": parent,
-                "controllerName": CONTROLLER_NAME,
-                "conditions": [
-                    condition("Accepted", status, reason, &message),
-                    condition("ResolvedRefs", "True", "ResolvedRefs", "all references resolved"),
-                ],
-            })
-        })
-        .collect();
-    (json!({"parents": parents}), any)
-}
-
-/// The status as reported, without the transition times (to compare with what is live).
-fn without_times(status: &Value) -> Value {
-    let mut status = status.clone();
-    if let Some(parents) = status["parents"].as_array_mut() {
-        for p in parents {
-            if let Some(conditions) = p["conditions"].as_array_mut() {
-                for c in conditions {
-                    if let Some(c) = c.as_object_mut() {
-                        c.remove("lastTransitionTime");
-                    }
-                }
-            }
-        }
-    }
-    status
-}
-
-/// Reads the live VirtualServices and HTTPRoutes, whole, and resolves each destination
-/// to the Deployment its Service selects. HTTPRoutes are first marked accepted (or not)
-/// in their `status.parents`, as a gateway controller does; only accepted ones carry
-/// traffic.
-pub async fn routes(client: &Client, namespace: Option<&str>) -> kube::Result<Vec<Route>> {
-    let vs_resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "networking.istio.io",
-        "v1",
-        "VirtualService",
-    ));
-    let route_resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "gateway.networking.k8s.io",
-        "v1",
-        "HTTPRoute",
-    ));
-    let gateway_resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "gateway.networking.k8s.io",
-        "v1",
-        "Gateway",
-    ));
-    let (services, deployments): (Api<Service>, Api<Deployment>) = match namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
-    // One consistent snapshot: the Deployments are read first (a quorum read), and every
-    // other list at exactly their resourceVersion. Lists read one after another at
-    // different moments could pair a route written after a pod became ready with the
-    // Deployment read before it, and count requests to "unready" pods that no real mesh
-    // would have sent there.
-    let deployments = deployments.list(&ListParams::default()).await?;
-    let lp = match deployments.metadata.resource_version.as_deref() {
-        Some(rv) if !rv.is_empty() => ListParams::default()
-            .at(rv)
-            .matching(kube::api::VersionMatch::Exact),
-        _ => ListParams::default(),
-    };
-    let deployments = deployments.items;
-    let services = services.list(&lp).await?.items;
-    let mut routes = Vec::new();
-    for vs in api_for(client, namespace, &vs_resource)
-        .list(&lp)
-        .await?
-        .items
-    {
-        let ns = vs.namespace().unwrap_or_default();
-        let rules = users::virtual_service_rules(&vs.data["spec"], |host, weight| {
-            resolve(&ns, host, weight, &services, &deployments)
-        });
-        if !rules.is_empty() {
-            routes.push(Route {
-                key: format!("{ns}/{}", vs.name_any()),
-                rules,
-                users: true,
-            });
-        }
-    }
-    // Without a mesh users reach the pods the apex Service selects (blue/green with
-    // `provider: kubernetes`); during a blue/green analysis a load tester sends requests
-    // to the canary Service once it has ready pods.
-    let canaries: Api<Canary> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    for canary in canaries.list(&lp).await?.items {
-        let ns = canary.namespace().unwrap_or_default();
-        let status = canary.status.clone().unwrap_or_default();
-        if canary.provider() == Provider::Kubernetes
-            && services.iter().any(|s| {
-                s.namespace().as_deref() == Some(&ns) && s.name_any() == canary.service_name()
-            })
-        {
-            routes.push(Route::weighted(
-                format!("{ns}/{}", canary.service_name()),
-                vec![resolve(
-                    &ns,
-                    canary.service_name(),
-                    100,
-                    &services,
-                    &deployments,
-                )],
-                true,
-            ));
-        }
-        if is_blue_green(&canary)
-            && matches!(
-                status.phase,
-                CanaryPhase::Progressing | CanaryPhase::WaitingPromotion
-            )
-            && status.canary_weight == 0
-        {
-            let load = resolve(
-                &ns,
-                &canary.canary_service_name(),
-                100,
-                &services,
-                &deployments,
-            );
-            if load.ready_replicas > 0 {
-                routes.push(Route::weighted(
-                    format!("{ns}/{}", canary.canary_service_name()),
-                    vec![load],
-                    false,
-                ));
-            }
-        }
-    }
-    let http_routes = api_for(client, namespace, &route_resource);
-    let gateways = api_for(client, None, &gateway_resource)
-        .list(&lp)
-        .await?
-        .items;
-    let now = jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .unwrap_or_default()
-        .to_string();
-    for route in http_routes.list(&lp).await?.items {
-        let ns = route.namespace().unwrap_or_default();
-        let (status, accepted) = route_status(&route, &services, &gateways, &now);
-        if without_times(&route.data["status"]) != without_times(&status) {
-            let routes_ns: Api<DynamicObject> =
-                Api::namespaced_with(client.clone(), &ns, &route_resource);
-            routes_ns
-                .patch_status(
-                    &route.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"status": status})),
-                )
-                .await?;
-        }
-        if !accepted {
-            continue;
-        }
-        let rules = users::http_route_rules(&route.data["spec"], |host, weight| {
-            resolve(&ns, host, weight, &services, &deployments)
-        });
-        if !rules.is_empty() {
-            routes.push(Route {
-                key: format!("{ns}/{}", route.name_any()),
-                rules,
-                users: true,
-            });
-        }
-    }
-    Ok(routes)
-}
-
 /// Sends one request a second from each of the `rps` users of every route until the
 /// task is dropped; each route keeps its users (and their cookies) while it exists.
 pub async fn run_traffic(
@@ -763,6 +435,7 @@ pub async fn run_traffic(
     // latencies a seed gives do not depend on how many users there are.
     let mut draws = Rng::new(seed ^ 0x005E_ED0F_05E5);
     let mut crowds: BTreeMap<String, Vec<users::User>> = BTreeMap::new();
+    let watched = world::Watched::start(&client, namespace.as_deref());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
@@ -773,8 +446,11 @@ pub async fn run_traffic(
         if pause_file.as_deref().is_some_and(std::path::Path::exists) {
             continue;
         }
-        match routes(&client, namespace.as_deref()).await {
-            Ok(routes) => {
+        match world::routes(&client, namespace.as_deref(), &watched).await {
+            Ok(world::Routing { routes, statuses }) => {
+                if let Err(e) = world::write_statuses(&client, &statuses).await {
+                    tracing::warn!(error = %e, "writing an HTTPRoute's status failed");
+                }
                 crowds.retain(|key, _| routes.iter().any(|r| &r.key == key));
                 for route in routes {
                     let crowd = crowds
@@ -792,6 +468,7 @@ pub async fn run_traffic(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// The canary of podinfo in namespace `test`.
     fn canary_destination(weight: u32, ready_replicas: i32, error_rate: f64) -> Destination {

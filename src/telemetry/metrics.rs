@@ -34,6 +34,12 @@ const RECONCILE_BUCKETS: [f64; 13] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// An analysis tick is due every interval; under load it may run late by milliseconds
+/// (a reconcile) to seconds (a saturated API server or Prometheus).
+const LATENESS_BUCKETS: [f64; 13] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
 /// Value of `canary_status` for a phase, as Flagger computes it: `0` while the analysis is
 /// `Progressing`, `2` once `Failed`, and `1` for every other phase (Flagger's "successful",
 /// which also covers Initializing, Initialized, Waiting, WaitingPromotion, Promoting,
@@ -185,6 +191,7 @@ struct Inner {
     failures: Family<OutcomeLabels, Counter>,
     reconcile_duration: Histogram,
     reconcile_errors: Family<ErrorLabels, Counter>,
+    tick_lateness: Histogram,
     /// `Family` cannot remove by partial labels, so `forget` needs the metric names that
     /// were set for each canary.
     analysis_names: Mutex<HashMap<CanaryLabels, BTreeSet<String>>>,
@@ -212,6 +219,7 @@ impl Default for Metrics {
                 failures: Family::default(),
                 reconcile_duration: Histogram::new(RECONCILE_BUCKETS),
                 reconcile_errors: Family::default(),
+                tick_lateness: Histogram::new(LATENESS_BUCKETS),
                 analysis_names: Mutex::default(),
             }),
         }
@@ -281,6 +289,11 @@ impl Metrics {
             "reconcile_errors",
             "Reconciles that returned an error, by error kind",
             m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "analysis_tick_lateness_seconds",
+            "Seconds an analysis tick ran after it was due (the last tick plus the interval)",
+            m.tick_lateness.clone(),
         );
     }
 
@@ -404,6 +417,12 @@ impl Metrics {
             histogram: self.inner.reconcile_duration.clone(),
             started: Instant::now(),
         }
+    }
+
+    /// Observes how late an analysis tick ran in
+    /// `serin_analysis_tick_lateness_seconds`.
+    pub fn observe_tick_lateness(&self, seconds: f64) {
+        self.inner.tick_lateness.observe(seconds.max(0.0));
     }
 
     /// Counts a failed reconcile in `serin_reconcile_errors_total{error}`. `error_label`

@@ -234,14 +234,17 @@ async fn wait_for(
     }
 }
 
-/// p50 and p99 (upper bucket bounds) of `serin_reconcile_duration_seconds`, from the
-/// controller's /metrics; empty when it cannot be read.
-async fn reconcile_durations(listen: &str) -> Percentiles {
+/// p50 and p99 (upper bucket bounds) of serin's reconcile durations and of its analysis
+/// ticks' lateness, from the controller's /metrics; empty when it cannot be read.
+async fn own_histograms(listen: &str) -> (Percentiles, Percentiles) {
     let Ok(response) = reqwest::get(format!("http://{listen}/metrics")).await else {
-        return Percentiles::default();
+        return Default::default();
     };
     let text = response.text().await.unwrap_or_default();
-    histogram_percentiles(&text, "serin_reconcile_duration_seconds")
+    (
+        histogram_percentiles(&text, "serin_reconcile_duration_seconds"),
+        histogram_percentiles(&text, "serin_analysis_tick_lateness_seconds"),
+    )
 }
 
 /// Queries Prometheus has answered so far (its own counter).
@@ -514,7 +517,7 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
         (Percentiles::of(detection), Percentiles::of(lateness))
     };
     watching.abort();
-    let reconcile = reconcile_durations(&listen).await;
+    let (reconcile, tick_lateness) = own_histograms(&listen).await;
     let report = Report {
         canaries: n,
         rss_mib: proc_status(pid, "VmRSS:"),
@@ -535,6 +538,7 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
         lateness,
         release_cpu,
         reconcile,
+        tick_lateness,
     };
     Ok(report)
 }

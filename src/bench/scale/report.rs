@@ -28,6 +28,9 @@ pub struct Report {
     pub release_cpu: Vec<(String, f64)>,
     /// serin's reconcile durations over the whole run, from its own histogram.
     pub reconcile: Percentiles,
+    /// How late serin ran its analysis ticks, by its own clock (its histogram): the
+    /// lateness above, less the time the status took to reach the benchmark's watch.
+    pub tick_lateness: Percentiles,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -88,6 +91,7 @@ impl Report {
              detection (target change -> Progressing): p50 {:.2} s, p99 {:.2} s (n={})\n\
              step lateness (behind the interval): p50 {:.2} s, p99 {:.2} s (n={})\n\
              serin's reconciles: p50 <= {} s, p99 <= {} s (n={}, bucket bounds)\n\
+             serin's tick lateness (its own clock): p50 <= {} s, p99 <= {} s (n={}, bucket bounds)\n\
              CPU during the releases ({:.0} s on {} cores): {}\n",
             self.canaries,
             self.rss_mib,
@@ -112,6 +116,9 @@ impl Report {
             self.reconcile.p50,
             self.reconcile.p99,
             self.reconcile.count,
+            self.tick_lateness.p50,
+            self.tick_lateness.p99,
+            self.tick_lateness.count,
             self.release_seconds,
             cores(),
             self.release_cpu
