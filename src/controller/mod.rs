@@ -255,6 +255,25 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
         },
         call_webhooks(canary, needs.webhooks),
     );
+    let planned_at = if needs == plan::Needs::default() {
+        now
+    } else {
+        // The answers are as of now, not as of the start of the calls.
+        Timestamp::now()
+    };
+    if needs.analysis && !held {
+        // How late this analysis tick is, when it started and once its answers are in
+        // (`serin_analysis_tick_lateness_seconds` has the total).
+        let late = canary
+            .status
+            .as_ref()
+            .and_then(|s| s.last_analysis_time.as_ref())
+            .map(|t| {
+                now.duration_since(t.0).as_secs_f64()
+                    - canary.spec.analysis.interval().as_secs_f64()
+            });
+        tracing::debug!(target: "serin::ticks", late_at_start = ?late, answers_took = planned_at.duration_since(now).as_secs_f64(), "analysis tick");
+    }
     let plan = plan::plan(&Input {
         canary,
         observed: &snapshot.observed,
@@ -262,12 +281,7 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
         verdict,
         webhooks,
         counters: counters.clone(),
-        now: if needs == plan::Needs::default() {
-            now
-        } else {
-            // The answers are as of now, not as of the start of the calls.
-            Timestamp::now()
-        },
+        now: planned_at,
     });
     let plan = match &route_acceptance {
         Some(acceptance) => crate::rollout::routes::hold_until_accepted(
@@ -333,7 +347,19 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
     } else {
         info!(phase = %plan.status.phase, weight = plan.status.canary_weight, failed_checks = plan.status.failed_checks, "reconciled");
     }
-    Ok(Action::requeue(plan.requeue))
+    Ok(Action::requeue(after_writes(plan.requeue, planned_at)))
+}
+
+/// The shortest requeue: a plan whose writes took longer than its requeue looks again
+/// at once, but not in a tight loop.
+const MIN_REQUEUE: Duration = Duration::from_millis(100);
+
+/// The plan's requeue counts from the moment it was made (`planned_at`), not from the
+/// end of its writes: a tick due an interval after the last one stays due then, however
+/// long the API server took to take this one's writes.
+fn after_writes(requeue: Duration, planned_at: Timestamp) -> Duration {
+    let spent = Duration::try_from(Timestamp::now().duration_since(planned_at)).unwrap_or_default();
+    requeue.saturating_sub(spent).max(MIN_REQUEUE)
 }
 
 /// Updates the Flagger-compatible series after a reconcile.
@@ -623,6 +649,16 @@ mod tests {
         };
         canary.status = Some(before);
         (canary, after)
+    }
+
+    #[test]
+    fn a_requeue_counts_from_the_plan_not_from_the_end_of_its_writes() {
+        let planned = Timestamp::now() - jiff::SignedDuration::from_secs(3);
+        let requeue = after_writes(Duration::from_secs(10), planned);
+        assert!(requeue <= Duration::from_secs(7), "{requeue:?}");
+        assert!(requeue > Duration::from_secs(6), "{requeue:?}");
+        let long_ago = Timestamp::now() - jiff::SignedDuration::from_secs(20);
+        assert_eq!(after_writes(Duration::from_secs(10), long_ago), MIN_REQUEUE);
     }
 
     #[test]

@@ -265,12 +265,17 @@ impl Watched {
     }
 }
 
-/// Lookups into a world by namespace and name.
+/// Lookups into a world by namespace and name, and Deployments by their pods' labels.
 struct Index<'a> {
     services: HashMap<(&'a str, &'a str), &'a Service>,
-    /// Deployments by namespace.
-    deployments: HashMap<&'a str, Vec<&'a Deployment>>,
+    /// Deployments by (namespace, label, value) of their pod template, in the world's
+    /// order: a selector's matches are among the Deployments of each of its pairs.
+    deployments: HashMap<(&'a str, &'a str, &'a str), Vec<&'a Deployment>>,
     gateways: HashMap<(&'a str, &'a str), &'a DynamicObject>,
+}
+
+fn pod_labels(d: &Deployment) -> Option<&std::collections::BTreeMap<String, String>> {
+    d.spec.as_ref()?.template.metadata.as_ref()?.labels.as_ref()
 }
 
 fn key<K: Resource>(object: &K) -> (&str, &str) {
@@ -283,9 +288,15 @@ fn key<K: Resource>(object: &K) -> (&str, &str) {
 
 impl<'a> Index<'a> {
     fn of(world: &'a World) -> Index<'a> {
-        let mut deployments: HashMap<&str, Vec<&Deployment>> = HashMap::new();
+        let mut deployments: HashMap<_, Vec<&Deployment>> = HashMap::new();
         for d in &world.deployments {
-            deployments.entry(key(d.as_ref()).0).or_default().push(d);
+            let ns = key(d.as_ref()).0;
+            for (k, v) in pod_labels(d).into_iter().flatten() {
+                deployments
+                    .entry((ns, k.as_str(), v.as_str()))
+                    .or_default()
+                    .push(d);
+            }
         }
         Index {
             services: world
@@ -313,10 +324,12 @@ impl<'a> Index<'a> {
             .and_then(|s| s.spec.as_ref()?.selector.as_ref())
             .filter(|selector| !selector.is_empty());
         let deployment = selector.and_then(|selector| {
-            self.deployments.get(ns)?.iter().copied().find(|d| {
-                d.spec
-                    .as_ref()
-                    .and_then(|s| s.template.metadata.as_ref()?.labels.as_ref())
+            let candidates = selector
+                .iter()
+                .map(|(k, v)| self.deployments.get(&(ns, k.as_str(), v.as_str())))
+                .min_by_key(|c| c.map_or(0, Vec::len))??;
+            candidates.iter().copied().find(|d| {
+                pod_labels(d)
                     .is_some_and(|labels| selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
             })
         });
@@ -629,6 +642,40 @@ mod tests {
             ]
         );
         assert!(!routing.reaches_unready());
+    }
+
+    #[test]
+    fn a_service_reaches_the_deployment_with_every_label_of_its_selector() {
+        let labelled = |name: &str, labels: Value, ready: i32| {
+            let mut d = Arc::unwrap_or_clone(deployment(name, "x", ready));
+            let template = &mut d.spec.as_mut().expect("spec").template;
+            template.metadata.as_mut().expect("metadata").labels =
+                serde_json::from_value(labels).expect("labels");
+            Arc::new(d)
+        };
+        let mut world = world(0, 1);
+        world.deployments = vec![
+            labelled("other", json!({"team": "a", "app": "other"}), 3),
+            labelled("podinfo", json!({"team": "a", "app": "podinfo"}), 1),
+            labelled("podinfo-primary", json!({"app": "podinfo-primary"}), 2),
+        ];
+        world.services = vec![
+            service("podinfo-primary", "podinfo-primary"),
+            Arc::new(
+                serde_json::from_value(json!({
+                    "metadata": {"name": "podinfo-canary", "namespace": "test"},
+                    "spec": {"selector": {"team": "a", "app": "podinfo"}},
+                }))
+                .expect("service"),
+            ),
+        ];
+        let routing = routing(&world);
+        let workloads: Vec<&str> = routing.routes[0].rules[0]
+            .dests
+            .iter()
+            .map(|d| d.workload.as_str())
+            .collect();
+        assert_eq!(workloads, vec!["podinfo-primary", "podinfo"]);
     }
 
     #[test]
