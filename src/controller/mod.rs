@@ -264,15 +264,7 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
     if needs.analysis && !held {
         // How late this analysis tick is, when it started and once its answers are in
         // (`serin_analysis_tick_lateness_seconds` has the total).
-        let late = canary
-            .status
-            .as_ref()
-            .and_then(|s| s.last_analysis_time.as_ref())
-            .map(|t| {
-                now.duration_since(t.0).as_secs_f64()
-                    - canary.spec.analysis.interval().as_secs_f64()
-            });
-        tracing::debug!(target: "serin::ticks", late_at_start = ?late, answers_took = planned_at.duration_since(now).as_secs_f64(), "analysis tick");
+        tracing::debug!(target: "serin::ticks", late_at_start = ?past_due(canary, now), answers_took = planned_at.duration_since(now).as_secs_f64(), "analysis tick");
     }
     let plan = plan::plan(&Input {
         canary,
@@ -409,13 +401,15 @@ fn tick_lateness(canary: &Canary, status: &crate::api::CanaryStatus) -> Option<D
     ) {
         return None;
     }
-    let (previous, now) = (
-        before.last_analysis_time.as_ref()?.0,
-        status.last_analysis_time.as_ref()?.0,
-    );
-    let since = now.duration_since(previous);
-    let since = Duration::try_from(since).ok()?;
-    since.checked_sub(canary.spec.analysis.interval())
+    let late = past_due(canary, status.last_analysis_time.as_ref()?.0)?;
+    (late >= 0.0).then(|| Duration::from_secs_f64(late))
+}
+
+/// Seconds by which `at` is past the Canary's next tick (its last tick plus the
+/// interval); negative before it.
+fn past_due(canary: &Canary, at: Timestamp) -> Option<f64> {
+    let last = canary.status.as_ref()?.last_analysis_time.as_ref()?.0;
+    Some(at.duration_since(last).as_secs_f64() - canary.spec.analysis.interval().as_secs_f64())
 }
 
 /// On deletion: with `revertOnDeletion`, give the traffic back to the target (scaled up,

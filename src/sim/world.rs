@@ -11,13 +11,7 @@
 //! paired with a Deployment read before it. A violation is therefore counted exactly as
 //! a consistent read of the cluster shows it, and the watches carry the rest.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-};
+use std::{collections::HashMap, sync::Arc};
 
 use futures::StreamExt;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
@@ -36,6 +30,10 @@ use serde_json::{Value, json};
 
 use super::{Behaviour, Destination, NO_WORKLOAD, Route, users};
 use crate::api::{Canary, CanaryPhase, Provider};
+use crate::controller::{
+    api,
+    stores::{dynamic_api, ready},
+};
 use crate::rollout::plan::is_blue_green;
 
 /// The controller name the simulator reports in the routes it accepts.
@@ -108,25 +106,8 @@ impl Routing {
     }
 }
 
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-fn dynamic_api(
-    client: &Client,
-    namespace: Option<&str>,
-    resource: &ApiResource,
-) -> Api<DynamicObject> {
-    match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
-        None => Api::all_with(client.clone(), resource),
-    }
+fn owned(namespace: Option<&str>) -> Option<String> {
+    namespace.map(str::to_string)
 }
 
 fn arcs<K>(items: Vec<K>) -> Vec<Arc<K>> {
@@ -138,7 +119,8 @@ fn arcs<K>(items: Vec<K>) -> Vec<Arc<K>> {
 /// moments could pair a route written after a pod became ready with the Deployment read
 /// before it, and count requests to "unready" pods that no real mesh would have sent.
 pub async fn listed(client: &Client, namespace: Option<&str>) -> kube::Result<World> {
-    let deployments = api::<Deployment>(client, namespace)
+    let ns = owned(namespace);
+    let deployments = api::<Deployment>(client, &ns)
         .list(&ListParams::default())
         .await?;
     let lp = match deployments.metadata.resource_version.as_deref() {
@@ -149,14 +131,14 @@ pub async fn listed(client: &Client, namespace: Option<&str>) -> kube::Result<Wo
     };
     Ok(World {
         deployments: arcs(deployments.items),
-        services: arcs(api::<Service>(client, namespace).list(&lp).await?.items),
+        services: arcs(api::<Service>(client, &ns).list(&lp).await?.items),
         virtual_services: arcs(
-            dynamic_api(client, namespace, &virtual_service())
+            dynamic_api(client, &ns, &virtual_service())
                 .list(&lp)
                 .await?
                 .items,
         ),
-        canaries: arcs(api::<Canary>(client, namespace).list(&lp).await?.items),
+        canaries: arcs(api::<Canary>(client, &ns).list(&lp).await?.items),
         // Routes may attach to Gateways in any namespace.
         gateways: arcs(
             Api::<DynamicObject>::all_with(client.clone(), &gateway())
@@ -165,7 +147,7 @@ pub async fn listed(client: &Client, namespace: Option<&str>) -> kube::Result<Wo
                 .items,
         ),
         http_routes: arcs(
-            dynamic_api(client, namespace, &http_route())
+            dynamic_api(client, &ns, &http_route())
                 .list(&lp)
                 .await?
                 .items,
@@ -182,7 +164,6 @@ pub struct Watched {
     http_routes: Store<DynamicObject>,
     gateways: Store<DynamicObject>,
     canaries: Store<Canary>,
-    ready: Arc<AtomicUsize>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -194,12 +175,9 @@ impl Drop for Watched {
     }
 }
 
-const KINDS: usize = 6;
-
 fn watch<K>(
     api: Api<K>,
     dyntype: K::DynamicType,
-    ready: &Arc<AtomicUsize>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Store<K>
 where
@@ -219,12 +197,6 @@ where
             }
         }
     }));
-    let (ready, waiting) = (ready.clone(), store.clone());
-    tasks.push(tokio::spawn(async move {
-        if waiting.wait_until_ready().await.is_ok() {
-            ready.fetch_add(1, Ordering::SeqCst);
-        }
-    }));
     store
 }
 
@@ -232,29 +204,28 @@ use reflector::reflector;
 
 impl Watched {
     pub fn start(client: &Client, namespace: Option<&str>) -> Watched {
-        let ready = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
+        let (mut tasks, ns) = (Vec::new(), owned(namespace));
         let (vs, route, gw) = (virtual_service(), http_route(), gateway());
         Watched {
-            deployments: watch(api(client, namespace), (), &ready, &mut tasks),
-            services: watch(api(client, namespace), (), &ready, &mut tasks),
-            virtual_services: watch(dynamic_api(client, namespace, &vs), vs, &ready, &mut tasks),
-            http_routes: watch(
-                dynamic_api(client, namespace, &route),
-                route,
-                &ready,
-                &mut tasks,
-            ),
-            gateways: watch(Api::all_with(client.clone(), &gw), gw, &ready, &mut tasks),
-            canaries: watch(api(client, namespace), (), &ready, &mut tasks),
-            ready,
+            deployments: watch(api(client, &ns), (), &mut tasks),
+            services: watch(api(client, &ns), (), &mut tasks),
+            virtual_services: watch(dynamic_api(client, &ns, &vs), vs, &mut tasks),
+            http_routes: watch(dynamic_api(client, &ns, &route), route, &mut tasks),
+            gateways: watch(Api::all_with(client.clone(), &gw), gw, &mut tasks),
+            canaries: watch(api(client, &ns), (), &mut tasks),
             tasks,
         }
     }
 
     /// The world as the watches have it, once every one of them has listed.
     pub fn world(&self) -> Option<World> {
-        (self.ready.load(Ordering::SeqCst) == KINDS).then(|| World {
+        let all = ready(&self.deployments)
+            && ready(&self.services)
+            && ready(&self.virtual_services)
+            && ready(&self.http_routes)
+            && ready(&self.gateways)
+            && ready(&self.canaries);
+        all.then(|| World {
             deployments: self.deployments.state(),
             services: self.services.state(),
             virtual_services: self.virtual_services.state(),

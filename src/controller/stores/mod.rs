@@ -82,7 +82,8 @@ pub struct Watches<D, S, C, X> {
     pub secrets: X,
 }
 
-fn ready<K: kube::runtime::reflector::Lookup + Clone + 'static>(store: &Store<K>) -> bool
+/// Whether `store` has been filled by its watch's first list.
+pub(crate) fn ready<K: kube::runtime::reflector::Lookup + Clone + 'static>(store: &Store<K>) -> bool
 where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
@@ -183,40 +184,13 @@ impl Stores {
         for (api_version, kind, whole) in ROUTES {
             let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
             let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-            let dynamic: Api<DynamicObject> = match namespace {
-                Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-                None => Api::all_with(client.clone(), &resource),
-            };
             let store = if whole {
-                let writer = Writer::new(resource.clone());
-                let store = writer.as_reader();
-                tokio::spawn(drain(
-                    kind.to_string(),
-                    reflector::reflector(
-                        writer,
-                        watcher(dynamic, config.clone())
-                            .default_backoff()
-                            .modify(trim),
-                    ),
-                ));
-                RouteStore::Whole(store, resource)
+                let api = dynamic_api::<DynamicObject>(client, namespace, &resource);
+                RouteStore::Whole(cache(kind, api, &resource, &config, trim), resource)
             } else {
-                let meta: Api<PartialObjectMeta<DynamicObject>> = match namespace {
-                    Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-                    None => Api::all_with(client.clone(), &resource),
-                };
-                let writer = Writer::new(resource.clone());
-                let store = writer.as_reader();
-                tokio::spawn(drain(
-                    kind.to_string(),
-                    reflector::reflector(
-                        writer,
-                        watcher(meta, config.clone())
-                            .default_backoff()
-                            .modify(trim_meta),
-                    ),
-                ));
-                RouteStore::Meta(store, resource)
+                let api =
+                    dynamic_api::<PartialObjectMeta<DynamicObject>>(client, namespace, &resource);
+                RouteStore::Meta(cache(kind, api, &resource, &config, trim_meta), resource)
             };
             routes.insert(format!("{api_version}/{kind}"), store);
         }
@@ -445,6 +419,53 @@ where
         .get_opt(name)
         .await
         .map_err(super::Error::Read)
+}
+
+/// The API of the kind `resource` describes, in `namespace` or in all of them.
+pub(crate) fn dynamic_api<K>(
+    client: &Client,
+    namespace: &Option<String>,
+    resource: &ApiResource,
+) -> Api<K>
+where
+    K: Resource<Scope = kube::core::DynamicResourceScope, DynamicType = ApiResource>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+        None => Api::all_with(client.clone(), resource),
+    }
+}
+
+/// A cache of the route kind `kind`, kept by its own watch (drained in the background)
+/// and trimmed by `modify`.
+fn cache<K>(
+    kind: &str,
+    api: Api<K>,
+    resource: &ApiResource,
+    config: &watcher::Config,
+    modify: fn(&mut K),
+) -> Store<K>
+where
+    K: Resource<DynamicType = ApiResource>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let writer = Writer::new(resource.clone());
+    let store = writer.as_reader();
+    tokio::spawn(drain(
+        kind.to_string(),
+        reflector::reflector(
+            writer,
+            watcher(api, config.clone())
+                .default_backoff()
+                .modify(modify),
+        ),
+    ));
+    store
 }
 
 /// Polls a watch that only keeps a cache. Its first failure is a warning (a missing
