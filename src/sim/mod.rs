@@ -30,10 +30,11 @@ use std::{
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Client, ResourceExt};
 
+mod routing;
 pub mod users;
 mod world;
 
-pub use world::{ACCEPT_ANNOTATION, CONTROLLER_NAME};
+pub use routing::{ACCEPT_ANNOTATION, CONTROLLER_NAME};
 
 pub use users::{Route, UserConfig};
 
@@ -447,7 +448,7 @@ pub async fn run_traffic(
             continue;
         }
         match world::routes(&client, namespace.as_deref(), &watched).await {
-            Ok(world::Routing { routes, statuses }) => {
+            Ok(routing::Routing { routes, statuses }) => {
                 if let Err(e) = world::write_statuses(&client, &statuses).await {
                     tracing::warn!(error = %e, "writing an HTTPRoute's status failed");
                 }
