@@ -6,6 +6,7 @@ pub mod client;
 mod evidence;
 pub mod leader;
 pub mod observe;
+mod report;
 pub mod stores;
 pub mod superseded;
 
@@ -35,7 +36,7 @@ use crate::api::{Canary, CanaryPhase, WebhookType};
 use crate::gates::{self, webhooks};
 use crate::rollout::plan::{self, Input};
 use crate::rollout::verdict::{self, Evidence};
-use crate::telemetry::{AnalysisStatus, DeploymentStrategy, Metrics, Outcome, Readiness};
+use crate::telemetry::{Metrics, Readiness};
 
 pub const FINALIZER: &str = "serin.dev/finalizer";
 
@@ -264,7 +265,7 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
     if needs.analysis && !held {
         // How late this analysis tick is, when it started and once its answers are in
         // (`serin_analysis_tick_lateness_seconds` has the total).
-        tracing::debug!(target: "serin::ticks", late_at_start = ?past_due(canary, now), answers_took = planned_at.duration_since(now).as_secs_f64(), "analysis tick");
+        tracing::debug!(target: "serin::ticks", late_at_start = ?report::past_due(canary, now), answers_took = planned_at.duration_since(now).as_secs_f64(), "analysis tick");
     }
     let plan = plan::plan(&Input {
         canary,
@@ -313,7 +314,7 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
     if !plan.status.pending_notifications.is_empty() {
         ctx.notifier.offer(canary);
     }
-    record(ctx, canary, &plan.status);
+    report::record(ctx, canary, &plan.status);
     if let (Some(Ok(now)), Some(start)) = (
         &counters,
         plan.status
@@ -352,64 +353,6 @@ const MIN_REQUEUE: Duration = Duration::from_millis(100);
 fn after_writes(requeue: Duration, planned_at: Timestamp) -> Duration {
     let spent = Duration::try_from(Timestamp::now().duration_since(planned_at)).unwrap_or_default();
     requeue.saturating_sub(spent).max(MIN_REQUEUE)
-}
-
-/// Updates the Flagger-compatible series after a reconcile.
-fn record(ctx: &Context, canary: &Canary, status: &crate::api::CanaryStatus) {
-    let (name, ns) = (
-        canary.spec.target_ref.name.as_str(),
-        canary.namespace().unwrap_or_default(),
-    );
-    ctx.metrics.set_phase(name, &ns, status.phase);
-    let weight = i64::from(status.canary_weight);
-    ctx.metrics.set_weight(name, &ns, 100 - weight, weight);
-    if let Some(late) = tick_lateness(canary, status) {
-        ctx.metrics.observe_tick_lateness(late.as_secs_f64());
-    }
-    let before = canary.status.as_ref().map(|s| s.phase);
-    if before != Some(status.phase) {
-        let analysis = if canary.spec.skip_analysis {
-            AnalysisStatus::Skipped
-        } else {
-            AnalysisStatus::Completed
-        };
-        let outcome = match status.phase {
-            crate::api::CanaryPhase::Succeeded => Some(Outcome::Succeeded),
-            crate::api::CanaryPhase::Failed => Some(Outcome::Failed),
-            _ => None,
-        };
-        if let Some(outcome) = outcome {
-            ctx.metrics
-                .inc_outcome(name, &ns, DeploymentStrategy::Canary, analysis, outcome);
-            if let Some(start) = &status.analysis_start_time {
-                let seconds = jiff::Timestamp::now().duration_since(start.0).as_secs_f64();
-                ctx.metrics.observe_duration(name, &ns, seconds);
-            }
-        }
-    }
-}
-
-/// How late the analysis tick recorded in `status` ran: its time minus the previous
-/// tick's plus the interval. `None` when `status` records no new tick of the same
-/// analysis, or a decision taken between ticks (the sequential test), which is not due
-/// at an interval.
-fn tick_lateness(canary: &Canary, status: &crate::api::CanaryStatus) -> Option<Duration> {
-    let before = canary.status.as_ref()?;
-    if !matches!(
-        before.phase,
-        crate::api::CanaryPhase::Progressing | crate::api::CanaryPhase::WaitingPromotion
-    ) {
-        return None;
-    }
-    let late = past_due(canary, status.last_analysis_time.as_ref()?.0)?;
-    (late >= 0.0).then(|| Duration::from_secs_f64(late))
-}
-
-/// Seconds by which `at` is past the Canary's next tick (its last tick plus the
-/// interval); negative before it.
-fn past_due(canary: &Canary, at: Timestamp) -> Option<f64> {
-    let last = canary.status.as_ref()?.last_analysis_time.as_ref()?.0;
-    Some(at.duration_since(last).as_secs_f64() - canary.spec.analysis.interval().as_secs_f64())
 }
 
 /// On deletion: with `revertOnDeletion`, give the traffic back to the target (scaled up,
@@ -623,28 +566,6 @@ mod tests {
         Arc::new(canary)
     }
 
-    /// A Canary (interval 1 m, Flagger's default) in `phase` whose last tick was at
-    /// second 0, and a status that records one at `seconds`.
-    fn ticks(phase: CanaryPhase, seconds: i64) -> (Canary, crate::api::CanaryStatus) {
-        let at = |s: i64| {
-            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                Timestamp::from_second(1_800_000_000 + s).expect("time"),
-            ))
-        };
-        let mut canary = Canary::test();
-        let before = crate::api::CanaryStatus {
-            phase,
-            last_analysis_time: at(0),
-            ..Default::default()
-        };
-        let after = crate::api::CanaryStatus {
-            last_analysis_time: at(seconds),
-            ..before.clone()
-        };
-        canary.status = Some(before);
-        (canary, after)
-    }
-
     #[test]
     fn a_requeue_counts_from_the_plan_not_from_the_end_of_its_writes() {
         let planned = Timestamp::now() - jiff::SignedDuration::from_secs(3);
@@ -653,27 +574,6 @@ mod tests {
         assert!(requeue > Duration::from_secs(6), "{requeue:?}");
         let long_ago = Timestamp::now() - jiff::SignedDuration::from_secs(20);
         assert_eq!(after_writes(Duration::from_secs(10), long_ago), MIN_REQUEUE);
-    }
-
-    #[test]
-    fn a_tick_is_as_late_as_it_ran_after_the_last_tick_plus_the_interval() {
-        let (canary, status) = ticks(CanaryPhase::Progressing, 63);
-        assert_eq!(
-            tick_lateness(&canary, &status),
-            Some(Duration::from_secs(3))
-        );
-        let (canary, status) = ticks(CanaryPhase::WaitingPromotion, 60);
-        assert_eq!(tick_lateness(&canary, &status), Some(Duration::ZERO));
-    }
-
-    #[test]
-    fn a_decision_between_ticks_or_outside_an_analysis_is_no_tick() {
-        let (canary, status) = ticks(CanaryPhase::Progressing, 20);
-        assert_eq!(tick_lateness(&canary, &status), None);
-        let (canary, status) = ticks(CanaryPhase::Progressing, 0);
-        assert_eq!(tick_lateness(&canary, &status), None);
-        let (canary, status) = ticks(CanaryPhase::Succeeded, 90);
-        assert_eq!(tick_lateness(&canary, &status), None);
     }
 
     #[test]
