@@ -270,28 +270,43 @@ impl Elector {
 }
 
 /// Gives the Lease up (on shutdown), so that another replica takes over at once rather
-/// than after the lease duration. Does nothing unless `identity` holds it.
+/// than after the lease duration. Does nothing unless `identity` holds it. The renewal
+/// loop may still be running (a SIGTERM whose controller is slow to stop) and renew the
+/// Lease between the read and the write here; the write is then refused (409) and the
+/// release is tried again on the newer Lease.
 pub async fn release(client: Client, settings: &Settings) {
     let api: Api<Lease> = Api::namespaced(client, &settings.namespace);
-    let Ok(Some(mut lease)) = api.get_opt(&settings.name).await else {
-        return;
-    };
-    let Some(spec) = lease.spec.as_mut() else {
-        return;
-    };
-    if spec.holder_identity.as_deref() != Some(settings.identity.as_str()) {
-        return;
+    for _ in 0..5 {
+        let Ok(Some(mut lease)) = api.get_opt(&settings.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(settings.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(now());
+        match api
+            .replace(&settings.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => {
+                info!("released the leader Lease");
+                return;
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                tracing::debug!("the Lease was renewed while being released; trying again");
+            }
+            Err(e) => {
+                warn!(error = %e, "releasing the leader Lease failed");
+                return;
+            }
+        }
     }
-    spec.holder_identity = None;
-    spec.lease_duration_seconds = Some(1);
-    spec.renew_time = Some(now());
-    match api
-        .replace(&settings.name, &PostParams::default(), &lease)
-        .await
-    {
-        Ok(_) => info!("released the leader Lease"),
-        Err(e) => warn!(error = %e, "releasing the leader Lease failed"),
-    }
+    warn!("releasing the leader Lease failed: it kept changing");
 }
 
 #[cfg(test)]
