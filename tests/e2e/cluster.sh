@@ -235,12 +235,15 @@ EOF
   local kubeconfig=$dir/kubeconfig
 
   log "starting kube-controller-manager, kube-scheduler and kwok"
+  # SERIN_E2E_KCM_QPS: the controller manager's client rate (its default, 20 requests/s,
+  # unless set); at thousands of Deployments that rate, not CPU, paces their rollouts.
   start kube-controller-manager "$bins/kube-controller-manager" \
     --kubeconfig "$kubeconfig" --authentication-kubeconfig "$kubeconfig" --authorization-kubeconfig "$kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$cm_port" --leader-elect=false --authentication-skip-lookup \
     --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
     --controllers '*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' \
-    --concurrent-deployment-syncs 10 --concurrent-replicaset-syncs 10
+    --concurrent-deployment-syncs 10 --concurrent-replicaset-syncs 10 \
+    --kube-api-qps "${SERIN_E2E_KCM_QPS:-20}" --kube-api-burst "$(( ${SERIN_E2E_KCM_QPS:-20} * 3 / 2 ))"
   start kube-scheduler "$bins/kube-scheduler" \
     --kubeconfig "$kubeconfig" --authentication-kubeconfig "$kubeconfig" --authorization-kubeconfig "$kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$sched_port" --leader-elect=false --authentication-skip-lookup
