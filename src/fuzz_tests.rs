@@ -262,12 +262,15 @@ async fn prometheus_answers_of_any_shape_give_a_number_or_a_clear_error() {
             let _ = socket.write_all(reply.as_bytes()).await;
             let _ = socket.shutdown().await;
         };
+        // A query of its own per case: the same query in the same second is answered
+        // once (see `analysis::prometheus`), and every case needs its own answer.
+        let query = format!("up{{case=\"{cases}\"}}");
         let ask = async {
             if rng.uniform() < 0.5 {
-                provider.query_value("up").await.map(|_| ())
+                provider.query_value(&query).await.map(|_| ())
             } else {
                 provider
-                    .query_slices("up", Duration::from_secs(60), Duration::from_secs(10))
+                    .query_slices(&query, Duration::from_secs(60), Duration::from_secs(10))
                     .await
                     .map(|_| ())
             }
