@@ -6,14 +6,23 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::{ByteString, api::core::v1::Secret};
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 
 use crate::analysis::{
     builtin::{self, Telemetry},
     prometheus::{PrometheusProvider, QueryError},
     template::{QueryVars, render},
 };
-use crate::api::{Canary, CanaryMetric, MetricTemplate, NoDataPolicy};
+use crate::api::{Canary, CanaryMetric, NoDataPolicy};
+use crate::controller::stores::Stores;
+
+/// Where a check reads what its metrics refer to: MetricTemplates from the controller's
+/// cache, and their Secrets' content once per resourceVersion.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    pub client: &'a Client,
+    pub stores: &'a Stores,
+}
 
 /// The value measured for one metric, or why there is none.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,7 +74,7 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
 
 /// The query text and the server for one metric.
 pub(crate) async fn resolve(
-    client: &Client,
+    sources: Sources<'_>,
     canary: &Canary,
     metric: &CanaryMetric,
     default_address: &str,
@@ -78,9 +87,9 @@ pub(crate) async fn resolve(
         .unwrap_or(default_address);
     if let Some(tref) = &metric.template_ref {
         let tns = tref.namespace.clone().unwrap_or(ns.clone());
-        let templates: Api<MetricTemplate> = Api::namespaced(client.clone(), &tns);
-        let template = templates
-            .get_opt(&tref.name)
+        let template = sources
+            .stores
+            .template(sources.client, &tns, &tref.name)
             .await
             .map_err(|e| format!("reading MetricTemplate {tns}/{}: {e}", tref.name))?
             .ok_or_else(|| {
@@ -100,9 +109,9 @@ pub(crate) async fn resolve(
             .flat_map(|(k, vs)| vs.iter().map(move |v| (k.clone(), v.clone())))
             .collect();
         if let Some(sref) = &provider.secret_ref {
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), &tns);
-            let secret = secrets
-                .get_opt(&sref.name)
+            let secret = sources
+                .stores
+                .config::<Secret>(sources.client, &tns, &sref.name)
                 .await
                 .map_err(|e| format!("reading Secret {tns}/{}: {e}", sref.name))?
                 .ok_or_else(|| {
@@ -183,7 +192,7 @@ pub(crate) fn query_vars(
 /// Runs one metric check against `target` (the workload under analysis), over the
 /// traffic it has had since `since_first_traffic` ago at most.
 pub async fn check(
-    client: &Client,
+    sources: Sources<'_>,
     canary: &Canary,
     metric: &CanaryMetric,
     default_address: &str,
@@ -198,7 +207,7 @@ pub async fn check(
         outage: false,
         no_data_policy: metric.no_data(),
     };
-    let (query, server) = match resolve(client, canary, metric, default_address).await {
+    let (query, server) = match resolve(sources, canary, metric, default_address).await {
         Ok(r) => r,
         Err(e) => return fail(format!("{name}: {e}")),
     };
@@ -227,7 +236,7 @@ pub async fn check(
 
 /// Runs every threshold metric of the Canary.
 pub async fn run(
-    client: &Client,
+    sources: Sources<'_>,
     canary: &Canary,
     default_address: &str,
     since_first_traffic: Duration,
@@ -240,7 +249,16 @@ pub async fn run(
         .iter()
         .filter(|m| !m.is_compared())
     {
-        results.push(check(client, canary, metric, default_address, since_first_traffic).await);
+        results.push(
+            check(
+                sources,
+                canary,
+                metric,
+                default_address,
+                since_first_traffic,
+            )
+            .await,
+        );
     }
     results
 }

@@ -6,10 +6,8 @@
 
 use std::time::Duration;
 
-use kube::Client;
-
 use crate::analysis::{
-    checks::{query_vars, resolve},
+    checks::{Sources, query_vars, resolve},
     stats::{self, Classification, CompareConfig, ScoreThresholds},
     template::render,
 };
@@ -79,7 +77,7 @@ pub fn slices(metric_interval: Duration, since_first_traffic: Duration) -> Optio
 
 /// Samples of `metric` for `workload`, one value per slice of [`slices`].
 async fn samples(
-    client: &Client,
+    sources: Sources<'_>,
     canary: &Canary,
     metric: &CanaryMetric,
     address: &str,
@@ -89,7 +87,7 @@ async fn samples(
     let Some(slices) = slices(metric.interval(), since_start) else {
         return Ok(Vec::new());
     };
-    let (query, server) = resolve(client, canary, metric, address).await?;
+    let (query, server) = resolve(sources, canary, metric, address).await?;
     let vars = query_vars(canary, metric, workload, slices.window);
     let query = render(&query, &vars).map_err(|e| e.to_string())?;
     match server.query_slices(&query, slices.range, slices.step).await {
@@ -101,7 +99,7 @@ async fn samples(
 
 /// Judges every compared metric of the Canary and scores the round.
 pub async fn judge(
-    client: &Client,
+    sources: Sources<'_>,
     canary: &Canary,
     address: &str,
     since_start: Duration,
@@ -129,8 +127,8 @@ pub async fn judge(
                 .expect("compared metrics have compare"),
         );
         let (canary_samples, primary_samples) = match (
-            samples(client, canary, metric, address, &target, since_start).await,
-            samples(client, canary, metric, address, &primary, since_start).await,
+            samples(sources, canary, metric, address, &target, since_start).await,
+            samples(sources, canary, metric, address, &primary, since_start).await,
         ) {
             (Ok(c), Ok(p)) => (c, p),
             (Err(e), _) | (_, Err(e)) => {

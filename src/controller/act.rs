@@ -317,7 +317,14 @@ pub fn steps(
 /// routes: under a loaded API server that saves a round trip per step).
 pub async fn act(ctx: &Context, canary: &Canary, snapshot: &Snapshot, plan: &Plan) -> Result<()> {
     let client = &ctx.client;
-    let target = snapshot.target.as_ref();
+    // A scale this process wrote that the cache does not show yet counts as done.
+    let as_scaled = snapshot.target.as_ref().and_then(|t| {
+        let replicas = ctx.stores.scaled_since(t)?;
+        let mut t = t.clone();
+        t.spec.get_or_insert_default().replicas = Some(replicas);
+        Some(t)
+    });
+    let target = as_scaled.as_ref().or(snapshot.target.as_ref());
     let steps = steps(canary, target, snapshot.primary.as_ref(), plan);
     if steps.first() == Some(&Step::Status) {
         write_status(client, canary, &plan.status).await?;
@@ -334,7 +341,12 @@ pub async fn act(ctx: &Context, canary: &Canary, snapshot: &Snapshot, plan: &Pla
                 (Step::Routes(weight), Some(target)) => {
                     write_routes(ctx, canary, target, weight, plan.mirror).await?
                 }
-                (Step::ScaleTarget(replicas), _) => scale_target(client, canary, replicas).await?,
+                (Step::ScaleTarget(replicas), _) => {
+                    scale_target(client, canary, replicas).await?;
+                    if let Some(planned_from) = &snapshot.target {
+                        ctx.stores.record_scale(planned_from, replicas);
+                    }
+                }
                 (Step::Services | Step::Routes(_), None) => {}
             }
         }

@@ -48,10 +48,14 @@ pub(super) async fn gather(
 ) -> Evidence {
     let address = &ctx.config.metrics_server;
     let since_start = since_analysis_start(canary, now);
+    let sources = checks::Sources {
+        client: &ctx.client,
+        stores: &ctx.stores,
+    };
     // Flagger runs the `rollout` webhooks (often a load generator) before the checks;
     // they run here side by side, so a slow one adds its own latency only once.
     let (checks, hooks) = futures::join!(
-        checks::run(&ctx.client, canary, address, since_start),
+        checks::run(sources, canary, address, since_start),
         webhooks::call_all(canary, WebhookType::Rollout, CanaryPhase::Progressing),
     );
     let failed_webhooks = hooks
@@ -74,7 +78,7 @@ pub(super) async fn gather(
         Some(Err(e)) => Err(e.clone()),
         _ => Ok(None),
     };
-    let judgement = compare::judge(&ctx.client, canary, address, since_start).await;
+    let judgement = compare::judge(sources, canary, address, since_start).await;
     Evidence {
         checks,
         sequential,

@@ -2,7 +2,9 @@
 //! (two through Istio, one blue/green without a mesh), each reconciled every second,
 //! then a quiet window in which the API server's audit log shows no request from serin
 //! other than its watches and the renewals of its leader Lease. Also prints the write
-//! requests one healthy release costs, counted by the API server.
+//! requests one healthy release costs, counted by the API server, and checks that the
+//! MetricTemplate one of them refers to is read from serin's cache, not requested at
+//! every analysis tick.
 //!
 //! Needs the audit log: start the control plane with `SERIN_E2E_AUDIT_LOG=1
 //! tests/e2e/cluster.sh up` (scripts/test.sh does).
@@ -37,10 +39,28 @@ fn app(name: &str, tag: &str) -> Value {
     d
 }
 
+/// Flagger's Istio error-rate template (without an address: serin's metrics server).
+fn error_rate_template() -> Value {
+    json!({
+        "apiVersion": "serin.dev/v1alpha1", "kind": "MetricTemplate",
+        "metadata": {"name": "error-rate"},
+        "spec": {
+            "provider": {"type": "prometheus"},
+            "query": r#"100 - sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="{{ namespace }}",destination_workload="{{ target }}",response_code!~"5.*"}[{{ interval }}])) / sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="{{ namespace }}",destination_workload="{{ target }}"}[{{ interval }}])) * 100"#
+        }
+    })
+}
+
 fn canary(name: &str, blue_green: bool) -> Value {
     let mut c = canary_spec(2);
     c["metadata"]["name"] = json!(name);
     c["spec"]["targetRef"]["name"] = json!(name);
+    if name == "api" {
+        c["spec"]["analysis"]["metrics"] = json!([
+            {"name": "error-rate", "templateRef": {"name": "error-rate"}, "thresholdRange": {"max": 1}, "interval": "5s"},
+            {"name": "request-duration", "thresholdRange": {"max": 500}, "interval": "5s"}
+        ]);
+    }
     if blue_green {
         c["spec"]["provider"] = json!("kubernetes");
         let analysis = c["spec"]["analysis"].as_object_mut().unwrap();
@@ -162,6 +182,7 @@ async fn canaries_in_succeeded_send_the_api_server_nothing_but_lease_renewals() 
     with_namespace("e2e-idle", |client, ns| async move {
         let mut audit = Audit::open();
         let rollout = Rollout::start(client.clone(), &ns).await;
+        rollout.apply("flux", &error_rate_template()).await;
         for (name, blue_green) in APPS {
             rollout.apply("flux", &app(name, "6.0.0")).await;
             rollout.apply("flux", &canary(name, blue_green)).await;
@@ -187,6 +208,16 @@ async fn canaries_in_succeeded_send_the_api_server_nothing_but_lease_renewals() 
             writes.len(),
             APPS.len(),
             by_verb_and_resource(&writes)
+        );
+        let template_reads = release
+            .iter()
+            .filter(|r| r.resource == "metrictemplates" && r.verb != "watch")
+            .count();
+        assert_eq!(
+            template_reads,
+            0,
+            "the MetricTemplate was requested during the release instead of read from the cache: {:?}",
+            by_verb_and_resource(&release.iter().collect::<Vec<_>>())
         );
 
         // The quiet window: every Canary reconciles every second, and none writes or

@@ -36,13 +36,16 @@ use kube::{
 use serde_json::Value;
 
 use super::Result;
+use crate::api::MetricTemplate;
 use crate::router::FIELD_MANAGER;
 
 mod applied;
+mod scaled;
 mod trim;
 
 use applied::Applied;
 pub use applied::{APPLIED_ANNOTATION, stamp};
+use scaled::Scaled;
 pub use trim::trim;
 use trim::{trim_deployment, trim_meta};
 
@@ -61,10 +64,15 @@ pub struct Stores {
     pub secrets: Store<PartialObjectMeta<Secret>>,
     /// Targets' autoscalers and their primary copies.
     pub autoscalers: Store<HorizontalPodAutoscaler>,
+    /// The MetricTemplates metrics refer to: read on every analysis tick.
+    templates: Store<MetricTemplate>,
+    /// The namespace the watches cover; `None`: all of them.
+    namespace: Option<String>,
     /// Keyed by `apiVersion/kind`.
     routes: HashMap<String, RouteStore>,
     /// The content of configs, with the resourceVersion it was read at.
     contents: Mutex<HashMap<String, (String, Value)>>,
+    scaled: Scaled,
     applied: Applied,
 }
 
@@ -180,6 +188,16 @@ impl Stores {
                 .modify(trim),
             ),
         ));
+        let (templates, t_writer) = reflector::store();
+        tokio::spawn(drain(
+            "metrictemplates".to_string(),
+            reflector::reflector(
+                t_writer,
+                watcher(api::<MetricTemplate>(client, namespace), config.clone())
+                    .default_backoff()
+                    .modify(trim),
+            ),
+        ));
         let mut routes = HashMap::new();
         for (api_version, kind, whole) in ROUTES {
             let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
@@ -200,8 +218,11 @@ impl Stores {
             configmaps,
             secrets,
             autoscalers,
+            templates,
+            namespace: namespace.clone(),
             routes,
             contents: Mutex::default(),
+            scaled: Scaled::default(),
             applied: Applied::default(),
         };
         (Arc::new(stores), watches)
@@ -227,6 +248,41 @@ impl Stores {
         cached_or_read(&self.autoscalers, client, ns, name).await
     }
 
+    /// Records that `target`, as cached, was scaled to `replicas`.
+    pub fn record_scale(&self, target: &Deployment, replicas: i32) {
+        self.scaled.record(target, replicas);
+    }
+
+    /// The replicas serin wrote to `target` that the cache does not show yet (see
+    /// [`Scaled`]).
+    pub fn scaled_since(&self, target: &Deployment) -> Option<i32> {
+        self.scaled.since(target)
+    }
+
+    /// A MetricTemplate, from the cache once it has synced (and covers `ns`).
+    pub async fn template(
+        &self,
+        client: &Client,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<MetricTemplate>> {
+        if !self.covers(ns) {
+            return Api::<MetricTemplate>::namespaced(client.clone(), ns)
+                .get_opt(name)
+                .await
+                .map_err(super::Error::Read);
+        }
+        cached_or_read(&self.templates, client, ns, name).await
+    }
+
+    /// Whether the watches see `ns` (a controller limited to one namespace may still
+    /// be pointed at a MetricTemplate, or its Secret, in another).
+    fn covers(&self, ns: &str) -> bool {
+        self.namespace
+            .as_deref()
+            .is_none_or(|watched| watched == ns)
+    }
+
     /// A ConfigMap or Secret: its content is read from the API server only when the
     /// cached metadata shows a resourceVersion not read before.
     pub async fn config<K>(&self, client: &Client, ns: &str, name: &str) -> Result<Option<K>>
@@ -239,6 +295,7 @@ impl Stores {
     {
         let kind = K::kind(&());
         let meta = match kind.as_ref() {
+            _ if !self.covers(ns) => None,
             "ConfigMap" if ready(&self.configmaps) => Some(
                 self.configmaps
                     .get(&ObjectRef::new(name).within(ns))
