@@ -329,6 +329,7 @@ pub async fn act(ctx: &Context, canary: &Canary, snapshot: &Snapshot, plan: &Pla
     if steps.first() == Some(&Step::Status) {
         write_status(client, canary, &plan.status).await?;
         ctx.superseded.record(canary);
+        ctx.pacing.wrote(canary, std::time::Instant::now());
     }
     let writes = async {
         for step in &steps {

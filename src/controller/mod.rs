@@ -6,6 +6,7 @@ pub mod client;
 mod evidence;
 pub mod leader;
 pub mod observe;
+pub mod pacing;
 mod report;
 pub mod stores;
 pub mod superseded;
@@ -133,6 +134,8 @@ pub struct Context {
     pub stores: Arc<stores::Stores>,
     /// The Canary versions serin wrote over (shared with the notifier, which writes too).
     pub superseded: Arc<superseded::Superseded>,
+    /// When each Canary's status was last written: progress messages are paced.
+    pub pacing: pacing::Pacing,
 }
 
 #[instrument(skip(canary, ctx), fields(canary = %canary.name_any(), namespace = canary.namespace().unwrap_or_default()))]
@@ -310,6 +313,13 @@ async fn apply(canary: &Canary, ctx: &Context) -> Result<Action> {
         ctx.notifier.default_severity(),
         now,
     );
+    // A change of the progress message alone waits for its turn (see `pacing`).
+    if let Some(wait) = ctx.pacing.hold(canary, &plan, std::time::Instant::now())
+        && let Some(current) = &canary.status
+    {
+        plan.status = current.clone();
+        plan.requeue = plan.requeue.min(wait);
+    }
     act::act(ctx, canary, &snapshot, &plan).await?;
     if !plan.status.pending_notifications.is_empty() {
         ctx.notifier.offer(canary);
@@ -359,6 +369,7 @@ fn after_writes(requeue: Duration, planned_at: Timestamp) -> Duration {
 /// routed 100%) before the owned objects are garbage collected.
 async fn cleanup(canary: &Canary, ctx: &Context) -> Result<Action> {
     ctx.superseded.forget(canary);
+    ctx.pacing.forget(canary);
     if !canary.spec.revert_on_deletion {
         return Ok(Action::await_change());
     }
@@ -494,6 +505,7 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readin
         notifier,
         stores,
         superseded,
+        pacing: pacing::Pacing::default(),
     });
     // The Canaries' cache, without their managed fields (serin's status writes alone
     // list every status field there).
