@@ -136,10 +136,34 @@ pub struct Context {
     pub superseded: Arc<superseded::Superseded>,
     /// When each Canary's status was last written: progress messages are paced.
     pub pacing: pacing::Pacing,
+    /// The reconcile slots (`--concurrency`), taken first come, first served; `None`:
+    /// unbounded.
+    pub slots: Option<tokio::sync::Semaphore>,
+    /// The Canaries' cache: a reconcile that waited for its slot acts on the newest.
+    pub canaries: kube::runtime::reflector::Store<Canary>,
 }
 
 #[instrument(skip(canary, ctx), fields(canary = %canary.name_any(), namespace = canary.namespace().unwrap_or_default()))]
 async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action> {
+    // The slots are handed out in the order reconciles were asked for: kube-runtime's
+    // own limit picks among waiting requests in hash order, which under sustained load
+    // starves some Canaries (never reconciled) and delays detections behind later
+    // requests. The runner itself is unbounded; one object never reconciles twice at
+    // once.
+    let _slot = match &ctx.slots {
+        Some(slots) => Some(
+            slots
+                .acquire()
+                .await
+                .expect("the reconcile slots are never closed"),
+        ),
+        None => None,
+    };
+    // The Canary may have changed while this reconcile waited.
+    let canary = ctx
+        .canaries
+        .get(&kube::runtime::reflector::ObjectRef::from_obj(&*canary))
+        .unwrap_or(canary);
     let _timer = ctx.metrics.reconcile_started();
     let ns = canary.namespace().unwrap_or_default();
     let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &ns);
@@ -497,7 +521,11 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readin
     let notifier =
         crate::notify::Dispatcher::new(client.clone(), config.notify.clone(), superseded.clone());
     let (stores, watches) = stores::Stores::new(&client, &ns);
-    let concurrency = config.concurrency;
+    let slots = (config.concurrency > 0)
+        .then(|| tokio::sync::Semaphore::new(usize::from(config.concurrency)));
+    // The Canaries' cache, without their managed fields (serin's status writes alone
+    // list every status field there).
+    let (store, writer) = kube::runtime::reflector::store();
     let ctx = Arc::new(Context {
         client: client.clone(),
         config,
@@ -506,17 +534,16 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readin
         stores,
         superseded,
         pacing: pacing::Pacing::default(),
+        slots,
+        canaries: store.clone(),
     });
-    // The Canaries' cache, without their managed fields (serin's status writes alone
-    // list every status field there).
-    let (store, writer) = kube::runtime::reflector::store();
     let canary_stream = watcher(canaries, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(stores::trim)
         .reflect(writer)
         .applied_objects();
     let controller = Controller::for_stream(canary_stream, store.clone())
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
+        .with_config(kube::runtime::controller::Config::default().concurrency(0));
     let synced = store.clone();
     tokio::spawn(async move {
         if synced.wait_until_ready().await.is_ok() {
