@@ -151,12 +151,11 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action> {
     // requests. The runner itself is unbounded; one object never reconciles twice at
     // once.
     let _slot = match &ctx.slots {
-        Some(slots) => Some(
-            slots
-                .acquire()
-                .await
-                .expect("the reconcile slots are never closed"),
-        ),
+        Some(slots) => match slots.acquire().await {
+            Ok(slot) => Some(slot),
+            // Closed on SIGTERM: what waited is left to the next leader.
+            Err(_) => return Ok(Action::await_change()),
+        },
         None => None,
     };
     // The Canary may have changed while this reconcile waited.
@@ -559,6 +558,23 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readin
                 metrics.set_total(&ns, total);
             }
             tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+    });
+    // On SIGTERM the controller stops taking work; reconciles still waiting for a slot
+    // then end without acting.
+    let closing = ctx.clone();
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        if let Some(slots) = &closing.slots {
+            slots.close();
         }
     });
     let (targets, cms, secrets) = (store.clone(), store.clone(), store.clone());
