@@ -82,10 +82,17 @@ impl Error {
         use kube::runtime::finalizer::Error as F;
         match self {
             Error::Conflict => true,
-            Error::Finalizer(e) => matches!(
-                e.as_ref(),
-                F::ApplyFailed(Error::Conflict) | F::CleanupFailed(Error::Conflict)
-            ),
+            Error::Finalizer(e) => match e.as_ref() {
+                F::ApplyFailed(Error::Conflict) | F::CleanupFailed(Error::Conflict) => true,
+                // The finalizer patch tests the finalizers it read: a refusal (422, or 409)
+                // means the cached Canary was behind (often: a reconcile woken by its
+                // target before the cache held the finalizer the previous one added).
+                F::AddFinalizer(kube::Error::Api(status))
+                | F::RemoveFinalizer(kube::Error::Api(status)) => {
+                    matches!(status.code, 409 | 422)
+                }
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -613,6 +620,23 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_finalizer_patch_refused_because_the_cache_was_behind_is_a_conflict_not_a_failure() {
+        use kube::runtime::finalizer::Error as F;
+        let refused = |code| {
+            let mut status = kube::core::Status::failure(
+                "the server rejected our request due to an error in our request",
+                "Invalid",
+            );
+            status.code = code;
+            kube::Error::Api(status.boxed())
+        };
+        assert!(Error::Finalizer(Box::new(F::AddFinalizer(refused(422)))).is_conflict());
+        assert!(Error::Finalizer(Box::new(F::RemoveFinalizer(refused(409)))).is_conflict());
+        assert!(!Error::Finalizer(Box::new(F::AddFinalizer(refused(403)))).is_conflict());
+        assert!(!Error::Finalizer(Box::new(F::UnnamedObject)).is_conflict());
+    }
     use crate::api::Provider;
 
     fn canary(provider: Option<Provider>) -> Arc<Canary> {
