@@ -9,6 +9,7 @@
 //! status live in submodules by concern and are re-exported here.
 
 mod analysis;
+mod metric;
 mod service;
 mod status;
 
@@ -22,9 +23,12 @@ use serde::{Deserialize, Serialize};
 use super::schema;
 
 pub use analysis::{
-    AlertSeverity, CanaryAlert, CanaryAnalysis, CanaryMetric, CanaryWebhook, ConformanceTest,
-    ConformanceWhen, Direction, Judge, MetricComparison, NoDataPolicy, ProviderRef, Sequential,
-    SessionAffinity, TemplateRef, ThresholdRange, WebhookType,
+    AlertSeverity, CanaryAlert, CanaryAnalysis, CanaryWebhook, ConformanceTest, ConformanceWhen,
+    ProviderRef, SessionAffinity, WebhookType,
+};
+pub use metric::{
+    CanaryMetric, Direction, Judge, MetricComparison, NoDataPolicy, Sequential, TemplateRef,
+    ThresholdRange,
 };
 pub use service::{CanaryService, CustomMetadata, ParentReference, UnmanagedMetadata};
 pub use status::{
