@@ -167,6 +167,11 @@ struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LaneLabels {
+    lane: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InfoLabels {
     version: String,
     mesh_provider: String,
@@ -177,6 +182,10 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn analysis_histogram() -> Histogram {
     Histogram::new(ANALYSIS_BUCKETS)
+}
+
+fn lateness_histogram() -> Histogram {
+    Histogram::new(LATENESS_BUCKETS)
 }
 
 #[derive(Debug)]
@@ -192,6 +201,7 @@ struct Inner {
     reconcile_duration: Histogram,
     reconcile_errors: Family<ErrorLabels, Counter>,
     tick_lateness: Histogram,
+    slot_wait: HistogramFamily<LaneLabels>,
     /// `Family` cannot remove by partial labels, so `forget` needs the metric names that
     /// were set for each canary.
     analysis_names: Mutex<HashMap<CanaryLabels, BTreeSet<String>>>,
@@ -220,6 +230,7 @@ impl Default for Metrics {
                 reconcile_duration: Histogram::new(RECONCILE_BUCKETS),
                 reconcile_errors: Family::default(),
                 tick_lateness: Histogram::new(LATENESS_BUCKETS),
+                slot_wait: Family::new_with_constructor(lateness_histogram),
                 analysis_names: Mutex::default(),
             }),
         }
@@ -294,6 +305,11 @@ impl Metrics {
             "analysis_tick_lateness_seconds",
             "Seconds an analysis tick ran after it was due (the last tick plus the interval)",
             m.tick_lateness.clone(),
+        );
+        registry.register(
+            "reconcile_slot_wait_seconds",
+            "Seconds a reconcile waited for one of the --concurrency slots, by lane (tick: a due analysis tick, served first; other)",
+            m.slot_wait.clone(),
         );
     }
 
@@ -423,6 +439,15 @@ impl Metrics {
     /// `serin_analysis_tick_lateness_seconds`.
     pub fn observe_tick_lateness(&self, seconds: f64) {
         self.inner.tick_lateness.observe(seconds.max(0.0));
+    }
+
+    /// Observes how long a reconcile in `lane` (`tick` or `other`) waited for its slot in
+    /// `serin_reconcile_slot_wait_seconds{lane}`.
+    pub fn observe_slot_wait(&self, lane: &'static str, seconds: f64) {
+        self.inner
+            .slot_wait
+            .get_or_create(&LaneLabels { lane })
+            .observe(seconds);
     }
 
     /// Counts a failed reconcile in `serin_reconcile_errors_total{error}`. `error_label`
@@ -629,6 +654,28 @@ mod tests {
         assert_line(&text, "# TYPE serin_reconcile_duration_seconds histogram");
         assert_line(&text, "serin_reconcile_duration_seconds_count 2");
         assert_line(&text, r#"serin_reconcile_errors_total{error="kube"} 2"#);
+    }
+
+    #[test]
+    fn slot_waits_are_counted_by_lane() {
+        let (registry, metrics) = setup();
+        metrics.observe_slot_wait("tick", 0.02);
+        metrics.observe_slot_wait("other", 3.0);
+        metrics.observe_slot_wait("other", 0.0);
+        let text = render(&registry);
+
+        assert_line(
+            &text,
+            r#"serin_reconcile_slot_wait_seconds_count{lane="tick"} 1"#,
+        );
+        assert_line(
+            &text,
+            r#"serin_reconcile_slot_wait_seconds_count{lane="other"} 2"#,
+        );
+        assert_line(
+            &text,
+            r#"serin_reconcile_slot_wait_seconds_bucket{le="2.5",lane="other"} 1"#,
+        );
     }
 
     #[test]

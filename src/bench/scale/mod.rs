@@ -34,7 +34,7 @@ mod report;
 
 use process::{Stop, cpu_seconds, proc_status, processes, serin_under, spawn};
 pub use report::{Percentiles, Report, TABLE_HEADER};
-use report::{histogram_percentiles, writes};
+use report::{histogram_percentiles, labelled_percentiles, writes};
 
 #[derive(Debug, Error)]
 pub enum Error {
@@ -234,17 +234,28 @@ async fn wait_for(
     }
 }
 
-/// p50 and p99 (upper bucket bounds) of serin's reconcile durations and of its analysis
-/// ticks' lateness, from the controller's /metrics; empty when it cannot be read.
-async fn own_histograms(listen: &str) -> (Percentiles, Percentiles) {
+/// p50 and p99 (upper bucket bounds) of serin's own histograms, from its /metrics; empty
+/// when they cannot be read.
+#[derive(Default)]
+struct Own {
+    reconcile: Percentiles,
+    tick_lateness: Percentiles,
+    slot_wait_tick: Percentiles,
+    slot_wait_other: Percentiles,
+}
+
+async fn own_histograms(listen: &str) -> Own {
     let Ok(response) = reqwest::get(format!("http://{listen}/metrics")).await else {
-        return Default::default();
+        return Own::default();
     };
     let text = response.text().await.unwrap_or_default();
-    (
-        histogram_percentiles(&text, "serin_reconcile_duration_seconds"),
-        histogram_percentiles(&text, "serin_analysis_tick_lateness_seconds"),
-    )
+    let wait = "serin_reconcile_slot_wait_seconds";
+    Own {
+        reconcile: histogram_percentiles(&text, "serin_reconcile_duration_seconds"),
+        tick_lateness: histogram_percentiles(&text, "serin_analysis_tick_lateness_seconds"),
+        slot_wait_tick: labelled_percentiles(&text, wait, r#"lane="tick""#),
+        slot_wait_other: labelled_percentiles(&text, wait, r#"lane="other""#),
+    }
 }
 
 /// Queries Prometheus has answered so far (its own counter).
@@ -517,7 +528,7 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
         (Percentiles::of(detection), Percentiles::of(lateness))
     };
     watching.abort();
-    let (reconcile, tick_lateness) = own_histograms(&listen).await;
+    let own = own_histograms(&listen).await;
     let report = Report {
         canaries: n,
         rss_mib: proc_status(pid, "VmRSS:"),
@@ -537,8 +548,10 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
         detection,
         lateness,
         release_cpu,
-        reconcile,
-        tick_lateness,
+        reconcile: own.reconcile,
+        tick_lateness: own.tick_lateness,
+        slot_wait_tick: own.slot_wait_tick,
+        slot_wait_other: own.slot_wait_other,
     };
     Ok(report)
 }

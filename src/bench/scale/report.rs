@@ -31,6 +31,10 @@ pub struct Report {
     /// How late serin ran its analysis ticks, by its own clock (its histogram): the
     /// lateness above, less the time the status took to reach the benchmark's watch.
     pub tick_lateness: Percentiles,
+    /// How long reconciles waited for a slot (`--concurrency`): due analysis ticks, and
+    /// the others (its histogram, by lane).
+    pub slot_wait_tick: Percentiles,
+    pub slot_wait_other: Percentiles,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -92,6 +96,7 @@ impl Report {
              step lateness (behind the interval): p50 {:.2} s, p99 {:.2} s (n={})\n\
              serin's reconciles: p50 <= {} s, p99 <= {} s (n={}, bucket bounds)\n\
              serin's tick lateness (its own clock): p50 <= {} s, p99 <= {} s (n={}, bucket bounds)\n\
+             serin's wait for a slot: ticks p50 <= {} s, p99 <= {} s (n={}); others p50 <= {} s, p99 <= {} s (n={})\n\
              CPU during the releases ({:.0} s on {} cores): {}\n",
             self.canaries,
             self.rss_mib,
@@ -119,6 +124,12 @@ impl Report {
             self.tick_lateness.p50,
             self.tick_lateness.p99,
             self.tick_lateness.count,
+            self.slot_wait_tick.p50,
+            self.slot_wait_tick.p99,
+            self.slot_wait_tick.count,
+            self.slot_wait_other.p50,
+            self.slot_wait_other.p99,
+            self.slot_wait_other.count,
             self.release_seconds,
             cores(),
             self.release_cpu
@@ -160,10 +171,16 @@ fn cores() -> usize {
 /// Nearest-bucket p50 and p99 of a Prometheus text-format histogram: the upper bound of
 /// the first bucket holding that share of the observations.
 pub(super) fn histogram_percentiles(text: &str, name: &str) -> Percentiles {
+    labelled_percentiles(text, name, "")
+}
+
+/// [`histogram_percentiles`] of the series with the label `label` (such as
+/// `lane="tick"`; prometheus-client writes it after `le`).
+pub(super) fn labelled_percentiles(text: &str, name: &str, label: &str) -> Percentiles {
     let prefix = format!("{name}_bucket{{");
     let buckets: Vec<(f64, f64)> = text
         .lines()
-        .filter(|l| l.starts_with(&prefix))
+        .filter(|l| l.starts_with(&prefix) && l.contains(label))
         .filter_map(|l| {
             let le = l.split("le=\"").nth(1)?.split('"').next()?;
             let le = if le == "+Inf" {
@@ -206,6 +223,21 @@ mod tests {
         assert_eq!((p.p50, p.p99, p.count), (0.1, 10.0, 100));
         let none = histogram_percentiles("", "serin_reconcile_duration_seconds");
         assert_eq!(none.count, 0);
+    }
+
+    #[test]
+    fn a_labelled_histogram_is_read_series_by_series() {
+        let text = "serin_reconcile_slot_wait_seconds_bucket{le=\"0.1\",lane=\"tick\"} 99\n\
+            serin_reconcile_slot_wait_seconds_bucket{le=\"1.0\",lane=\"tick\"} 100\n\
+            serin_reconcile_slot_wait_seconds_bucket{le=\"+Inf\",lane=\"tick\"} 100\n\
+            serin_reconcile_slot_wait_seconds_bucket{le=\"0.1\",lane=\"other\"} 1\n\
+            serin_reconcile_slot_wait_seconds_bucket{le=\"1.0\",lane=\"other\"} 10\n\
+            serin_reconcile_slot_wait_seconds_bucket{le=\"+Inf\",lane=\"other\"} 10\n";
+        let name = "serin_reconcile_slot_wait_seconds";
+        let tick = labelled_percentiles(text, name, "lane=\"tick\"");
+        assert_eq!((tick.p50, tick.p99, tick.count), (0.1, 0.1, 100));
+        let other = labelled_percentiles(text, name, "lane=\"other\"");
+        assert_eq!((other.p50, other.p99, other.count), (1.0, 1.0, 10));
     }
 
     #[test]
