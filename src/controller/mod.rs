@@ -505,14 +505,14 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readin
             tokio::time::sleep(Duration::from_secs(10)).await;
         }
     });
-    // On SIGTERM the controller stops taking work; reconciles still waiting for a slot
-    // then end without acting.
+    // On SIGTERM (or Ctrl-C) the controller stops taking work, and reconciles still
+    // waiting for a slot end without acting.
     let closing = ctx.clone();
-    tokio::spawn(async move {
+    let stop = async move {
         let Ok(mut term) =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         else {
-            return;
+            return std::future::pending().await;
         };
         tokio::select! {
             _ = term.recv() => {}
@@ -521,7 +521,7 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readin
         if let Some(slots) = &closing.slots {
             slots.close();
         }
-    });
+    };
     let (targets, cms, secrets) = (store.clone(), store.clone(), store.clone());
     info!(namespace = ?ns, "serin controller starting");
     controller
@@ -539,7 +539,7 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, ready: Readin
         .watches_stream(watches.secrets, move |m| {
             canaries_tracking(&secrets, m.namespace(), &format!("secret/{}", m.name_any()))
         })
-        .shutdown_on_signal()
+        .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
