@@ -10,7 +10,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -18,6 +17,13 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::api::CanaryPhase;
+
+mod labels;
+pub use labels::{AnalysisStatus, DeploymentStrategy, Outcome, status_value};
+use labels::{
+    CanaryLabels, ErrorLabels, InfoLabels, LaneLabels, MetricLabels, NamespaceLabels,
+    OutcomeLabels, WorkloadLabels,
+};
 
 /// The prefix [`Metrics::new`] registers every series under.
 pub const PREFIX: &str = "serin";
@@ -39,143 +45,6 @@ const RECONCILE_BUCKETS: [f64; 13] = [
 const LATENESS_BUCKETS: [f64; 13] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
-
-/// Value of `canary_status` for a phase, as Flagger computes it: `0` while the analysis is
-/// `Progressing`, `2` once `Failed`, and `1` for every other phase (Flagger's "successful",
-/// which also covers Initializing, Initialized, Waiting, WaitingPromotion, Promoting,
-/// Finalising, Succeeded and Terminating).
-pub fn status_value(phase: CanaryPhase) -> f64 {
-    match phase {
-        CanaryPhase::Progressing => 0.0,
-        CanaryPhase::Failed => 2.0,
-        _ => 1.0,
-    }
-}
-
-/// How a rollout shifts traffic: the `deployment_strategy` label of the outcome counters,
-/// with Flagger's values.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum DeploymentStrategy {
-    /// Progressive traffic shifting by weight (`canary`).
-    Canary,
-    /// Iterations with all test traffic on the canary, then a switch (`blue-green`).
-    BlueGreen,
-    /// Iterations with traffic matched by headers or cookies (`ab-testing`).
-    AbTesting,
-}
-
-impl DeploymentStrategy {
-    const ALL: [DeploymentStrategy; 3] = [Self::Canary, Self::BlueGreen, Self::AbTesting];
-
-    /// The label value, as Flagger writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Canary => "canary",
-            Self::BlueGreen => "blue-green",
-            Self::AbTesting => "ab-testing",
-        }
-    }
-}
-
-impl EncodeLabelValue for DeploymentStrategy {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.as_str(), encoder)
-    }
-}
-
-/// Whether the analysis ran before the outcome: the `analysis_status` label of the
-/// outcome counters, with Flagger's values.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum AnalysisStatus {
-    /// The analysis ran (`completed`).
-    Completed,
-    /// `skipAnalysis` was set and the revision was promoted without one (`skipped`).
-    Skipped,
-}
-
-impl AnalysisStatus {
-    const ALL: [AnalysisStatus; 2] = [Self::Completed, Self::Skipped];
-
-    /// The label value, as Flagger writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Completed => "completed",
-            Self::Skipped => "skipped",
-        }
-    }
-}
-
-impl EncodeLabelValue for AnalysisStatus {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.as_str(), encoder)
-    }
-}
-
-/// How a rollout ended: picks `canary_successes_total` or `canary_failures_total`.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum Outcome {
-    /// The revision was promoted.
-    Succeeded,
-    /// The revision was rolled back.
-    Failed,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CanaryLabels {
-    name: String,
-    namespace: String,
-}
-
-impl CanaryLabels {
-    fn new(name: &str, namespace: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            namespace: namespace.to_owned(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WorkloadLabels {
-    workload: String,
-    namespace: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct NamespaceLabels {
-    namespace: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MetricLabels {
-    name: String,
-    namespace: String,
-    metric: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    name: String,
-    namespace: String,
-    deployment_strategy: DeploymentStrategy,
-    analysis_status: AnalysisStatus,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ErrorLabels {
-    error: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct LaneLabels {
-    lane: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct InfoLabels {
-    version: String,
-    mesh_provider: String,
-}
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
