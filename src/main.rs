@@ -182,6 +182,10 @@ enum Bench {
         /// How long the idle window after the releases lasts.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         idle: std::time::Duration,
+        /// Start the releases one after another, evenly over this window, instead of
+        /// all at once (`0s`, the default): a rate of releases rather than a burst.
+        #[arg(long, default_value = "0s", value_parser = parse_duration)]
+        spread: std::time::Duration,
         /// Requests per second the simulator sends through each route.
         #[arg(long, default_value_t = 20)]
         rps: u64,
@@ -409,6 +413,7 @@ fn main() -> anyhow::Result<()> {
             canaries,
             interval,
             idle,
+            spread,
             rps,
             markdown,
             wrap,
@@ -418,6 +423,7 @@ fn main() -> anyhow::Result<()> {
                 canaries,
                 interval,
                 idle,
+                spread,
                 rps,
                 wrap,
             };

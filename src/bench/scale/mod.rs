@@ -1,8 +1,8 @@
 //! Scale benchmark (`serin bench scale --canaries N`): N Deployments with a Canary each
 //! in one namespace of the local control plane (kwok nodes), one serin controller and
 //! the traffic simulator covering all of them. Every Canary is initialised, then each
-//! target gets a new image at once and is released (interval 10 s), then everything stays
-//! idle for a while. Reported: the controller's RSS and CPU seconds, serin's API requests
+//! target gets a new image (all at once, or evenly over `--spread`) and is released
+//! (interval 10 s), then everything stays idle for a while. Reported: the controller's RSS and CPU seconds, serin's API requests
 //! by verb during the releases and while idle (from the API server's audit log, by
 //! serin's User-Agent), Prometheus queries per second, the time from a target change to
 //! phase Progressing, and how late analysis steps come after their interval.
@@ -63,6 +63,8 @@ pub struct ScaleConfig {
     pub interval: Duration,
     /// The idle window measured after the releases.
     pub idle: Duration,
+    /// The window over which the releases start, evenly; zero: all at once.
+    pub spread: Duration,
     /// Requests per second the simulator sends through each route.
     pub rps: u64,
     /// A command the controller runs under (a profiler), split at spaces.
@@ -166,6 +168,14 @@ fn canary(name: &str, interval: Duration) -> Value {
             }
         }
     })
+}
+
+/// When the `i`-th of `n` releases starts, after the first: evenly over `spread`.
+fn release_offset(i: usize, n: usize, spread: Duration) -> Duration {
+    if n == 0 {
+        return Duration::ZERO;
+    }
+    spread.mul_f64(i as f64 / n as f64)
 }
 
 fn name(i: usize) -> String {
@@ -443,7 +453,7 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
     tokio::time::sleep(Duration::from_secs(10)).await;
     let mut audit = Audit::new(env.audit_log.clone());
 
-    // The release: every target gets a new image at once.
+    // The release: every target gets a new image, at once or spread evenly.
     let queries_before = prometheus_queries(&env.prometheus_url).await?;
     {
         let mut seen = seen.lock().expect("lock");
@@ -458,7 +468,9 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
     futures::stream::iter(0..n)
         .map(|i| {
             let (deployments, changed) = (deployments.clone(), changed.clone());
+            let at = released + release_offset(i, n, config.spread);
             async move {
+                tokio::time::sleep_until(at.into()).await;
                 let name = name(i);
                 let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "ghcr.io/stefanprodan/podinfo:6.0.1"}]}}}});
                 deployments
@@ -475,7 +487,7 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
         &seen,
         n,
         &[CanaryPhase::Succeeded, CanaryPhase::Failed],
-        timeout,
+        timeout + config.spread,
     )
     .await?;
     let release_seconds = released.elapsed().as_secs_f64();
@@ -531,6 +543,7 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
     let own = own_histograms(&listen).await;
     let report = Report {
         canaries: n,
+        spread_seconds: config.spread.as_secs_f64(),
         rss_mib: proc_status(pid, "VmRSS:"),
         peak_rss_mib: proc_status(pid, "VmHWM:"),
         rss_anon_mib: proc_status(pid, "RssAnon:"),
@@ -554,4 +567,21 @@ async fn measure(config: &ScaleConfig, env: &Env, client: &Client, ns: &str) -> 
         slot_wait_other: own.slot_wait_other,
     };
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_releases_start_evenly_over_the_window_and_a_burst_starts_at_once() {
+        let spread = Duration::from_secs(100);
+        let offsets: Vec<_> = (0..4).map(|i| release_offset(i, 4, spread)).collect();
+        assert_eq!(
+            offsets,
+            [0, 25, 50, 75].map(Duration::from_secs),
+            "the last release starts one gap before the window ends"
+        );
+        assert!((0..1000).all(|i| release_offset(i, 1000, Duration::ZERO).is_zero()));
+    }
 }

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 #[derive(Debug, Default)]
 pub struct Report {
     pub canaries: usize,
+    /// The window the releases started in (zero: all at once).
+    pub spread_seconds: f64,
     pub rss_mib: f64,
     pub peak_rss_mib: f64,
     /// Of the RSS: anonymous memory (the heap, stacks) and file-backed pages (the binary).
@@ -86,7 +88,7 @@ impl Report {
                 .join(", ")
         };
         format!(
-            "canaries: {}\n\
+            "canaries: {}, releases started {}\n\
              controller RSS: {:.1} MiB (peak {:.1} MiB; anonymous {:.1}, file {:.1}), CPU: {:.1} s\n\
              releases: {:.0} s ({} rolled back), API requests by verb: {}\n\
              write requests per release: {:.1}\n\
@@ -99,6 +101,7 @@ impl Report {
              serin's wait for a slot: ticks p50 <= {} s, p99 <= {} s (n={}); others p50 <= {} s, p99 <= {} s (n={})\n\
              CPU during the releases ({:.0} s on {} cores): {}\n",
             self.canaries,
+            self.started(),
             self.rss_mib,
             self.peak_rss_mib,
             self.rss_anon_mib,
@@ -143,11 +146,26 @@ impl Report {
         )
     }
 
+    fn started(&self) -> String {
+        if self.spread_seconds > 0.0 {
+            format!("evenly over {:.0} s", self.spread_seconds)
+        } else {
+            "all at once".to_string()
+        }
+    }
+
     /// One row of the table in docs/benchmarks.md.
     pub fn render_row(&self) -> String {
         format!(
             "| {} | {:.1} | {:.1} | {} | {:.1} | {} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |",
-            self.canaries,
+            if self.spread_seconds > 0.0 {
+                format!(
+                    "{} (releases over {:.0} s)",
+                    self.canaries, self.spread_seconds
+                )
+            } else {
+                self.canaries.to_string()
+            },
             self.rss_mib,
             self.cpu_seconds,
             writes(&self.release_requests),
