@@ -287,9 +287,11 @@ EOF
   log "starting Prometheus on 127.0.0.1:$prometheus_port"
   # Scrape targets are files in prometheus/targets/: the traffic simulator and serin
   # register themselves there with their own ports (file_sd picks them up at once).
+  # SERIN_E2E_SCRAPE_INTERVAL: how often (1s unless set, for quick tests; a benchmark
+  # at thousands of workloads may set what production Prometheus servers use, 5s-15s).
   cat >"$dir/prometheus/prometheus.yml" <<EOF
 global:
-  scrape_interval: 1s
+  scrape_interval: ${SERIN_E2E_SCRAPE_INTERVAL:-1s}
   evaluation_interval: 1s
 scrape_configs:
   - job_name: prometheus
